@@ -1,0 +1,49 @@
+# The two commands of a fresh machine: `make run` and `make test`. Everything else is what they use.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STACK := $(PY) deploy/stack.py
+STAMP := $(VENV)/.installed
+
+.PHONY: run test stop status setup lint typecheck check unit bench clean
+
+$(STAMP): setup.cfg
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+	deploy/install-system-deps.sh
+
+## Set everything up and run the pipeline (Kafka, FerretDB, worker, API + dashboard).
+run: setup
+	$(STACK) up --app
+
+## Set everything up, start the services this run needs, run the whole suite, stop what it started.
+test: setup
+	deploy/run-tests.sh
+
+stop: $(STAMP)
+	$(STACK) down
+
+status: $(STAMP)
+	$(STACK) status
+
+unit: $(STAMP)
+	$(PY) -m pytest tests/unit -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+check: lint typecheck unit
+
+bench: $(STAMP)
+	$(PY) deploy/bench.py
+
+clean: stop
+	rm -rf .state

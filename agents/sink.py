@@ -1,0 +1,121 @@
+"""Sink agent: windowed micro-batches of created/updated postings, one unordered bulk upsert each.
+
+A batch is acked only after MongoDB accepted it. While MongoDB is unreachable the agent keeps
+retrying the same batch (back-pressure: the partition stops moving, nothing is dropped). A posting
+MongoDB rejects becomes a failed item and a ``jobs.dlq`` message; the rest of the batch is written.
+After the write, the changes are published on ``jobs.changes`` for downstream consumers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from faust.types import EventT, StreamT
+from pymongo import UpdateOne
+from pymongo.errors import BulkWriteError, ConnectionFailure, PyMongoError
+
+from agents import metrics
+from models.postings import job_upsert
+from models.runs import iso, outcomes_event, parse_iso
+from streams.app import Pipeline
+from streams.store import Store
+
+logger = logging.getLogger(__name__)
+
+RETRY_MAX_SECONDS = 30.0
+
+
+async def write_batch(store: Store, changes: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    """Upsert the newest change per dedupeKey; return ``{dedupeKey: reason}`` of those MongoDB rejected.
+
+    Raises ConnectionFailure when MongoDB cannot be reached at all (the caller retries).
+    """
+    latest: dict[str, Mapping[str, Any]] = {}
+    for change in changes:
+        key = change["job"]["dedupeKey"]
+        if key not in latest or change["version"] >= latest[key]["version"]:
+            latest[key] = change
+    keys = list(latest)
+    operations = [UpdateOne(*job_upsert(latest[key]), upsert=True) for key in keys]
+    try:
+        await store.jobs.bulk_write(operations, ordered=False)
+        return {}
+    except BulkWriteError as exc:
+        return {keys[error["index"]]: f"write error {error.get('code')}: {error.get('errmsg')}" for error in exc.details["writeErrors"]}
+    except ConnectionFailure:
+        raise
+    except (PyMongoError, KeyError) as exc:
+        # Some servers (FerretDB) answer a failed bulk with a reply pymongo cannot merge; find the
+        # culprits one by one so that one bad posting never fails its neighbours.
+        logger.warning("bulk write failed as a whole (%r); retrying %d upserts one by one", exc, len(operations))
+        rejected: dict[str, str] = {}
+        for key, operation in zip(keys, operations, strict=True):
+            try:
+                await store.jobs.update_one(operation._filter, operation._doc, upsert=True)
+            except ConnectionFailure:
+                raise
+            except PyMongoError as item_exc:
+                rejected[key] = f"write error: {item_exc}"
+        return rejected
+
+
+def attach(pipeline: Pipeline, store: Store) -> None:
+    topics = pipeline.topics
+    settings = pipeline.settings
+
+    async def write_until_accepted(changes: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+        delay = 0.5
+        while True:
+            started = time.perf_counter()
+            try:
+                rejected = await write_batch(store, changes)
+            except ConnectionFailure as exc:
+                logger.warning("MongoDB unreachable, batch held (not acked) error=%s retry_in=%.1fs", exc, delay)
+                metrics.WRITE_RETRIES.inc()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_SECONDS)
+                continue
+            elapsed = time.perf_counter() - started
+            metrics.BULK_WRITE_SECONDS.observe(elapsed)
+            metrics.BATCH_SIZE.observe(len(changes))
+            logger.info("bulk_write collection=jobs count=%d rejected=%d elapsed_ms=%.1f", len(changes), len(rejected), elapsed * 1000)
+            return rejected
+
+    async def sink(stream: StreamT[Any]) -> None:
+        async for batch in stream.noack_take(settings.batch_size, within=settings.batch_window_seconds):
+            events: list[EventT] = list(batch)  # type: ignore[arg-type]
+            changes = [event.value for event in events]
+            rejected = await write_until_accepted(changes)
+            written_at = datetime.now(UTC)
+            pending = []
+            outcomes: dict[str, list[dict[str, Any]]] = defaultdict(list)
+            for change in changes:
+                job = change["job"]
+                key, feed = job["dedupeKey"], job["sourceUrl"]
+                if key in rejected:
+                    item = {"seq": change["seq"], "outcome": "failed", "key": job.get("externalId") or key,
+                            "reason": rejected[key], "stage": "write"}
+                    dlq = {"reason": rejected[key], "stage": "write", "payload": change}
+                    pending.append(await topics.dlq.send(key=key, value=dlq))
+                else:
+                    item = {"seq": change["seq"], "outcome": change["type"]}
+                    pending.append(await topics.changes.send(key=key, value=change))
+                    fetched = parse_iso(change["occurredAt"])
+                    if fetched is not None:
+                        metrics.LATENCY_SECONDS.observe((written_at - fetched).total_seconds())
+                outcomes[change["runId"]].append(item)
+                metrics.ITEMS.labels(feed=feed, outcome=item["outcome"]).inc()
+            at = iso(written_at)
+            for run_id, items in outcomes.items():
+                pending.append(await topics.progress.send(key=run_id, value=outcomes_event(run_id, items, at, batch=True)))
+            await asyncio.gather(*pending)
+            for event in events:
+                await stream.ack(event)
+
+    pipeline.app.agent(topics.upserts, name="sink", concurrency=1)(sink)

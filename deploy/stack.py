@@ -1,0 +1,421 @@
+"""Start, check and stop the local stack: Kafka (KRaft), FerretDB, and optionally the worker and API.
+
+Everything binds 127.0.0.1, keeps its data under ``.state/`` and its build artefacts in a cache
+folder outside git (``$JOBSTREAM_CACHE``, default ``~/.cache/jobstream``), so a second clone or a
+second ``make test`` reuses them. Each process we start has a PID file; ``down`` stops exactly
+those PIDs. When ``KAFKA_BOOTSTRAP_SERVERS`` / ``MONGO_URL`` are set, nothing of that kind is
+started: the user's services are used instead.
+
+Usage: python deploy/stack.py up [--app] | down | status | env
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import os
+import shutil
+import signal
+import socket
+import subprocess  # noqa: S404 - this module's job is starting processes
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+STATE = Path(os.environ.get("JOBSTREAM_STATE", ROOT / ".state"))
+CACHE = Path(os.environ.get("JOBSTREAM_CACHE", Path.home() / ".cache" / "jobstream"))
+LOGS = STATE / "logs"
+KAFKA_VERSION = "4.1.1"
+KAFKA_PORT = 9092
+KAFKA_CONTROLLER_PORT = 9093
+MONGO_PORT = 27017
+API_PORT = int(os.environ.get("API_PORT", "8080"))
+WORKER_METRICS_PORT = int(os.environ.get("WORKER_METRICS_PORT", "9464"))
+LOCAL_KAFKA = f"127.0.0.1:{KAFKA_PORT}"
+LOCAL_MONGO = f"mongodb://127.0.0.1:{MONGO_PORT}"
+
+
+class StackError(RuntimeError):
+    """A service could not be set up or started; the message says what to look at."""
+
+
+@dataclass(frozen=True)
+class Service:
+    """One process the stack owns: how to build its command line and how to tell it is ready."""
+
+    name: str
+    port: int
+    command: Callable[[], list[str]]
+    ready: Callable[[], bool]
+    timeout: float
+
+    @property
+    def pid_file(self) -> Path:
+        return STATE / f"{self.name}.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return LOGS / f"{self.name}.log"
+
+
+def log(message: str) -> None:
+    print(f"[stack] {message}", flush=True)
+
+
+def run(cmd: list[str], **kwargs: object) -> None:
+    """Run a set-up command; on failure raise with its output so the user sees the real error."""
+    result = subprocess.run(cmd, capture_output=True, text=True, check=False, **kwargs)  # type: ignore[call-overload]  # noqa: S603
+    if result.returncode != 0:
+        raise StackError(f"command failed ({result.returncode}): {' '.join(cmd)}\n{result.stdout}\n{result.stderr}")
+
+
+# --- Kafka -------------------------------------------------------------------------------------
+
+
+def kafka_libs() -> Path:
+    """Fetch the broker's runtime jars with Maven once; later calls reuse the cache."""
+    libs = CACHE / f"kafka-{KAFKA_VERSION}" / "libs"
+    if libs.is_dir() and any(libs.glob("kafka_2.13-*.jar")):
+        return libs
+    log(f"fetching Apache Kafka {KAFKA_VERSION} jars from Maven Central (first run only)")
+    staging = libs.with_name(f"libs.tmp-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    t0 = time.monotonic()
+    run(
+        [
+            "mvn", "-q", "-B", "-f", str(ROOT / "deploy" / "kafka" / "pom.xml"), "package",
+            f"-Dkafka.version={KAFKA_VERSION}", f"-Dkafka.libs={staging}",
+        ]
+    )
+    shutil.rmtree(ROOT / "deploy" / "kafka" / "target", ignore_errors=True)
+    shutil.rmtree(libs, ignore_errors=True)
+    staging.rename(libs)
+    log(f"kafka jars ready in {libs} ({time.monotonic() - t0:.0f}s)")
+    return libs
+
+
+def kafka_config() -> Path:
+    """Write the single-node KRaft configuration and format the storage once."""
+    data = STATE / "kafka" / "data"
+    config = STATE / "kafka" / "server.properties"
+    data.mkdir(parents=True, exist_ok=True)
+    config.write_text(
+        "\n".join(
+            [
+                "process.roles=broker,controller",
+                "node.id=1",
+                f"controller.quorum.voters=1@127.0.0.1:{KAFKA_CONTROLLER_PORT}",
+                f"listeners=PLAINTEXT://127.0.0.1:{KAFKA_PORT},CONTROLLER://127.0.0.1:{KAFKA_CONTROLLER_PORT}",
+                f"advertised.listeners=PLAINTEXT://127.0.0.1:{KAFKA_PORT}",
+                "controller.listener.names=CONTROLLER",
+                "inter.broker.listener.name=PLAINTEXT",
+                "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+                f"log.dirs={data}",
+                "num.partitions=8",
+                "auto.create.topics.enable=true",
+                "offsets.topic.replication.factor=1",
+                "offsets.topic.num.partitions=8",
+                "transaction.state.log.replication.factor=1",
+                "transaction.state.log.min.isr=1",
+                "share.coordinator.state.topic.replication.factor=1",
+                "share.coordinator.state.topic.min.isr=1",
+                "group.initial.rebalance.delay.ms=0",
+                "log.retention.hours=168",
+                "log.segment.bytes=134217728",
+                "",
+            ]
+        )
+    )
+    (STATE / "kafka" / "log4j2.properties").write_text(
+        "\n".join(
+            [
+                "status = warn",
+                "appender.out.type = Console",
+                "appender.out.name = OUT",
+                "appender.out.layout.type = PatternLayout",
+                "appender.out.layout.pattern = [%d] %p %m (%c)%n",
+                "rootLogger.level = INFO",
+                "rootLogger.appenderRef.out.ref = OUT",
+                "logger.kafka.name = kafka",
+                "logger.kafka.level = WARN",
+                "logger.apache.name = org.apache.kafka",
+                "logger.apache.level = WARN",
+                "logger.started.name = kafka.server.KafkaRaftServer",
+                "logger.started.level = INFO",
+                "",
+            ]
+        )
+    )
+    if not (data / "meta.properties").exists():
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        run([*java_command(), "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)])
+        log(f"formatted KRaft storage in {data}")
+    return config
+
+
+def java_command() -> list[str]:
+    libs = kafka_libs()
+    log4j = STATE / "kafka" / "log4j2.properties"
+    return [
+        "java", "-Xms256m", "-Xmx768m", "-XX:+UseG1GC", "-Djava.awt.headless=true",
+        f"-Dlog4j2.configurationFile={log4j}", "-cp", f"{libs}/*",
+    ]
+
+
+def kafka_command() -> list[str]:
+    config = kafka_config()
+    return [*java_command(), "kafka.Kafka", str(config)]
+
+
+def kafka_ready() -> bool:
+    """A metadata request answered by the broker, not only an open port."""
+    return probe("import asyncio, aiokafka\n"
+                 "async def main():\n"
+                 f"    c = aiokafka.AIOKafkaClient(bootstrap_servers='{LOCAL_KAFKA}', request_timeout_ms=3000)\n"
+                 "    try:\n"
+                 "        await c.bootstrap()\n"
+                 "        md = await c.fetch_all_metadata()\n"
+                 "        assert md.brokers()\n"
+                 "    finally:\n"
+                 "        await c.close()\n"
+                 "asyncio.run(main())\n")
+
+
+# --- FerretDB ----------------------------------------------------------------------------------
+
+
+def ferretdb_binary() -> Path:
+    """Build the embedding program once per source version; the Go module cache is reused."""
+    src = ROOT / "deploy" / "ferretdb"
+    digest = hashlib.sha256(b"".join((src / f).read_bytes() for f in ("go.mod", "go.sum", "main.go"))).hexdigest()[:12]
+    binary = CACHE / f"ferretdb-{digest}" / "jobstream-ferretdb"
+    if binary.exists():
+        return binary
+    log("building FerretDB (SQLite backend) from the Go module proxy (first run only)")
+    t0 = time.monotonic()
+    binary.parent.mkdir(parents=True, exist_ok=True)
+    tmp = binary.with_name(f"jobstream-ferretdb.tmp-{os.getpid()}")
+    run(["go", "build", "-trimpath", "-o", str(tmp), "."], cwd=str(src))
+    tmp.rename(binary)
+    log(f"FerretDB built in {time.monotonic() - t0:.0f}s: {binary}")
+    return binary
+
+
+def ferretdb_command() -> list[str]:
+    return [str(ferretdb_binary()), "-listen", f"127.0.0.1:{MONGO_PORT}", "-data", str(STATE / "ferretdb")]
+
+
+def mongo_ready() -> bool:
+    return probe("import pymongo\n"
+                 f"pymongo.MongoClient('{LOCAL_MONGO}', serverSelectionTimeoutMS=2000).admin.command('ping')\n")
+
+
+# --- the application ---------------------------------------------------------------------------
+
+
+def app_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("KAFKA_BOOTSTRAP_SERVERS", LOCAL_KAFKA)
+    env.setdefault("MONGO_URL", LOCAL_MONGO)
+    return env
+
+
+def python_bin() -> str:
+    return str(Path(sys.executable))
+
+
+def worker_command() -> list[str]:
+    return [python_bin(), "-m", "streams.cli", "worker"]
+
+
+def api_command() -> list[str]:
+    return [python_bin(), "-m", "streams.cli", "api"]
+
+
+def http_ready(port: int, path: str) -> Callable[[], bool]:
+    return lambda: probe(
+        "import urllib.request\n"
+        f"urllib.request.urlopen('http://127.0.0.1:{port}{path}', timeout=2).read()\n"
+    )
+
+
+def probe(code: str) -> bool:
+    """Run a readiness check in a child interpreter so a hung client can never hang the script."""
+    try:
+        result = subprocess.run(  # noqa: S603
+            [python_bin(), "-c", code], capture_output=True, timeout=10, check=False, env=app_env(), cwd=ROOT
+        )
+    except subprocess.TimeoutExpired:
+        return False
+    return result.returncode == 0
+
+
+# --- process management ------------------------------------------------------------------------
+
+
+def running_pid(service: Service) -> int | None:
+    """The PID in the service's PID file if that process is still ours and alive."""
+    try:
+        pid = int(service.pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    try:
+        os.kill(pid, 0)
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    if b"kafka.Kafka" not in cmdline and b"jobstream" not in cmdline and b"streams.cli" not in cmdline:
+        return None  # the PID was recycled by an unrelated process
+    return pid
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def start(service: Service) -> bool:
+    """Start the service unless it runs already; True when this call started it."""
+    pid = running_pid(service)
+    if pid is not None:
+        log(f"{service.name} already running (pid {pid}) on 127.0.0.1:{service.port}")
+        return False
+    if port_in_use(service.port):
+        raise StackError(
+            f"{service.name}: port 127.0.0.1:{service.port} is taken by a process this stack did not start; "
+            "stop it or point the project at it (see README)"
+        )
+    command = service.command()
+    LOGS.mkdir(parents=True, exist_ok=True)
+    with service.log_file.open("ab") as out:
+        proc = subprocess.Popen(  # noqa: S603
+            command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            cwd=ROOT, env=app_env(), start_new_session=True,
+        )
+    service.pid_file.write_text(str(proc.pid))
+    deadline = time.monotonic() + service.timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            service.pid_file.unlink(missing_ok=True)
+            raise StackError(f"{service.name} exited with code {proc.returncode}; see {service.log_file}")
+        if service.ready():
+            log(f"{service.name} ready on 127.0.0.1:{service.port} (pid {proc.pid}, log {service.log_file})")
+            return True
+        time.sleep(0.5)
+    stop(service)
+    raise StackError(f"{service.name} did not become ready within {service.timeout:.0f}s; see {service.log_file}")
+
+
+def stop(service: Service) -> None:
+    pid = running_pid(service)
+    if pid is None:
+        service.pid_file.unlink(missing_ok=True)
+        return
+    os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and running_pid(service) is not None:
+        time.sleep(0.2)
+    if running_pid(service) is not None:
+        log(f"{service.name} (pid {pid}) ignored SIGTERM for 30s; sending SIGKILL")
+        os.killpg(pid, signal.SIGKILL)
+    service.pid_file.unlink(missing_ok=True)
+    log(f"{service.name} stopped (pid {pid})")
+
+
+KAFKA = Service("kafka", KAFKA_PORT, kafka_command, kafka_ready, timeout=120)
+FERRETDB = Service("ferretdb", MONGO_PORT, ferretdb_command, mongo_ready, timeout=60)
+WORKER = Service("worker", WORKER_METRICS_PORT, worker_command, http_ready(WORKER_METRICS_PORT, "/metrics"), timeout=120)
+API = Service("api", API_PORT, api_command, http_ready(API_PORT, "/health"), timeout=60)
+
+
+def infrastructure() -> list[Service]:
+    """The services this stack starts itself: those the environment does not already provide."""
+    services = []
+    if not os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        services.append(KAFKA)
+    else:
+        log(f"using Kafka at KAFKA_BOOTSTRAP_SERVERS={os.environ['KAFKA_BOOTSTRAP_SERVERS']}")
+    if not os.environ.get("MONGO_URL"):
+        services.append(FERRETDB)
+    else:
+        log("using MongoDB at MONGO_URL (set in the environment)")
+    return services
+
+
+def up(with_app: bool, record: Path | None) -> None:
+    """Start what is missing; ``record`` lists what this call started, for a matching ``down``."""
+    services = infrastructure() + ([WORKER, API] if with_app else [])
+    started: list[str] = []
+    try:
+        for service in services:
+            if start(service):
+                started.append(service.name)
+    finally:
+        if record is not None:
+            record.write_text("\n".join(started))
+    env = app_env()
+    log(f"Kafka:   {env['KAFKA_BOOTSTRAP_SERVERS']}")
+    log(f"MongoDB: {redact(env['MONGO_URL'])}")
+    if with_app:
+        log(f"worker metrics: http://127.0.0.1:{WORKER_METRICS_PORT}/metrics")
+        log(f"dashboard:      http://127.0.0.1:{API_PORT}/")
+    log(f"logs in {LOGS}; stop with `make stop`")
+
+
+def down(record: Path | None) -> None:
+    """Stop our services; with ``record``, only those the matching ``up`` started."""
+    only = set(record.read_text().split()) if record is not None and record.exists() else None
+    for service in (API, WORKER, KAFKA, FERRETDB):
+        if only is None or service.name in only:
+            stop(service)
+    if record is not None:
+        record.unlink(missing_ok=True)
+
+
+def status() -> int:
+    for service in (KAFKA, FERRETDB, WORKER, API):
+        pid = running_pid(service)
+        state = f"running (pid {pid}) on 127.0.0.1:{service.port}" if pid else "not running"
+        print(f"{service.name:9} {state}")
+    return 0
+
+
+def redact(url: str) -> str:
+    """Never print a password that a user put in MONGO_URL."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("action", choices=["up", "down", "status", "env"])
+    parser.add_argument("--app", action="store_true", help="also start the worker and the API")
+    parser.add_argument("--record", type=Path, help="up: write what was started here; down: stop only that")
+    args = parser.parse_args()
+    try:
+        if args.action == "up":
+            up(args.app, args.record)
+        elif args.action == "down":
+            down(args.record)
+        elif args.action == "env":
+            env = app_env()
+            print(f"export KAFKA_BOOTSTRAP_SERVERS={env['KAFKA_BOOTSTRAP_SERVERS']}")
+            print(f"export MONGO_URL={env['MONGO_URL']}")
+        else:
+            return status()
+    except StackError as exc:
+        print(f"[stack] error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,877 @@
+"""Feed parsing and normalisation: raw XML bytes in, JobPostings (or per-item failures) out.
+
+Pure code: no network, no database, no clock, no environment. The poller fetches the
+bytes; everything downstream (dedupe, sink, API) only ever sees the records defined here.
+
+Design notes
+------------
+* Hostile XML is refused before the real parse: a first expat pass reads only the prolog
+  (it stops at the root element) and rejects any entity declaration. xmltodict's own
+  ``disable_entities`` guard is kept as a second line of defence.
+* The real parse streams items (``xmltodict.parse(item_depth=...)``): each item is
+  normalised as soon as it is closed and its dict is dropped, so a 100,000-item feed never
+  holds the whole XML tree in memory (and it is faster than building the tree).
+* Namespaces are matched by the prefixes the feed declares, not by expat's namespace
+  processing: WP Job Manager binds ``job_listing:`` to the *site's own URL*, so that prefix
+  is only recognisable by name; for well-known URIs (Dublin Core, content, RDF, Atom) the
+  prefix the feed actually declared for the URI is used, so ``<d:creator>`` with
+  ``xmlns:d="http://purl.org/dc/elements/1.1/"`` works. Undeclared prefixes do not make
+  the whole feed unusable either.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
+from typing import Any
+from xml.parsers import expat
+
+import xmltodict  # type: ignore[import-untyped]
+
+__all__ = [
+    "FeedError",
+    "ItemFailure",
+    "JobPosting",
+    "ParsedFeed",
+    "check_safe_xml",
+    "dedupe_key",
+    "fingerprint",
+    "parse_date",
+    "parse_feed",
+]
+
+FINGERPRINT_VERSION = "jobstream-fingerprint-v1"
+"""Mixed into every fingerprint so a future change of the recipe is explicit, never silent."""
+
+REFUSED_ENTITIES = "refused: XML declares entities (possible entity-expansion or XXE attack)"
+_XMLTODICT_ENTITY_GUARD = "entities are disabled"  # message of xmltodict's disable_entities
+
+_NS_DC = ("http://purl.org/dc/elements/1.1/",)
+_NS_CONTENT = ("http://purl.org/rss/1.0/modules/content/",)
+_NS_RDF = ("http://www.w3.org/1999/02/22-rdf-syntax-ns#",)
+_NS_RSS1 = ("http://purl.org/rss/1.0/", "http://my.netscape.com/rdf/simple/0.9/")
+
+# Root element local name -> feed kind.
+_KINDS = {"rss": "rss", "RDF": "rdf", "feed": "atom"}
+
+_BLANK_RE = re.compile(rb"(?:\xef\xbb\xbf)?\s*\Z")
+_HTML_RE = re.compile(
+    rb"(?:\xef\xbb\xbf)?\s*(?:<\?xml[^>]*>\s*)?(?:<!--.*?-->\s*)*<(?:!doctype\s+html|html)[\s>]",
+    re.IGNORECASE | re.DOTALL,
+)
+_ENTITY_REF_RE = re.compile(r"&(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});")
+_MARKUP_CHARS = frozenset("<>&\"'")
+
+
+# --------------------------------------------------------------------------- records
+
+
+class FeedError(Exception):
+    """The feed as a whole cannot be used (broken/hostile XML, not a feed, empty body).
+
+    ``str()`` is a clear, human-readable message meant for ``import_logs.error``.
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class ItemFailure:
+    """One item that could not become a JobPosting; the run records it and carries on."""
+
+    key: str
+    reason: str
+    stage: str = "normalise"
+
+
+@dataclass(frozen=True, slots=True)
+class JobPosting:
+    """One normalised job posting: the unit that travels through Kafka into ``jobs``.
+
+    ``dedupe_key`` and ``fingerprint`` are derived fields; use :meth:`build` (or
+    :meth:`from_document`) rather than the constructor so they are always consistent.
+    """
+
+    dedupe_key: str
+    source_url: str
+    source_name: str
+    external_id: str
+    title: str
+    company: str
+    location: str
+    job_type: str
+    categories: tuple[str, ...]
+    region: str
+    url: str
+    description: str
+    published_at: datetime | None
+    fingerprint: str
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        source_url: str,
+        external_id: str,
+        source_name: str = "",
+        title: str = "",
+        company: str = "",
+        location: str = "",
+        job_type: str = "",
+        categories: Iterable[str] = (),
+        region: str = "",
+        url: str = "",
+        description: str = "",
+        published_at: datetime | None = None,
+    ) -> JobPosting:
+        """Create a posting, computing its dedupe key and content fingerprint."""
+        cats = tuple(categories)
+        published = _to_utc(published_at) if published_at is not None else None
+        return cls(
+            dedupe_key=dedupe_key(source_url, external_id),
+            source_url=source_url,
+            source_name=source_name,
+            external_id=external_id,
+            title=title,
+            company=company,
+            location=location,
+            job_type=job_type,
+            categories=cats,
+            region=region,
+            url=url,
+            description=description,
+            published_at=published,
+            fingerprint=_fingerprint(
+                title,
+                company,
+                location,
+                job_type,
+                cats,
+                region,
+                url,
+                description,
+                published.isoformat() if published is not None else "",
+            ),
+        )
+
+    def to_document(self) -> dict[str, Any]:
+        """The SPEC's camelCase shape (``jobs`` collection, ``jobs.parsed`` values)."""
+        return {
+            "dedupeKey": self.dedupe_key,
+            "sourceUrl": self.source_url,
+            "sourceName": self.source_name,
+            "externalId": self.external_id,
+            "title": self.title,
+            "company": self.company,
+            "location": self.location,
+            "jobType": self.job_type,
+            "categories": list(self.categories),
+            "region": self.region,
+            "url": self.url,
+            "description": self.description,
+            "publishedAt": self.published_at,
+            "fingerprint": self.fingerprint,
+        }
+
+    @classmethod
+    def from_document(cls, doc: Mapping[str, Any]) -> JobPosting:
+        """Inverse of :meth:`to_document`; extra keys (``runId``, ``_id``, ...) are ignored.
+
+        ``publishedAt`` may be a datetime (naive means UTC, as pymongo returns it) or an
+        ISO-8601 string (it travels as JSON through Kafka). ``dedupeKey``/``fingerprint``
+        are taken from the document when present (they were computed by :meth:`build`)
+        and computed when absent. Raises ValueError on a malformed document.
+        """
+        if not isinstance(doc, Mapping):
+            raise ValueError(f"job document must be a mapping, got {type(doc).__name__}")
+        source_url = _doc_str(doc, "sourceUrl", required=True)
+        external_id = _doc_str(doc, "externalId", required=True)
+        raw_categories = doc.get("categories")
+        if raw_categories is None:
+            categories: tuple[str, ...] = ()
+        elif isinstance(raw_categories, list | tuple) and all(
+            isinstance(c, str) for c in raw_categories
+        ):
+            categories = tuple(raw_categories)
+        else:
+            raise ValueError("job document field 'categories' must be a list of strings")
+        built = cls.build(
+            source_url=source_url,
+            external_id=external_id,
+            source_name=_doc_str(doc, "sourceName"),
+            title=_doc_str(doc, "title"),
+            company=_doc_str(doc, "company"),
+            location=_doc_str(doc, "location"),
+            job_type=_doc_str(doc, "jobType"),
+            categories=categories,
+            region=_doc_str(doc, "region"),
+            url=_doc_str(doc, "url"),
+            description=_doc_str(doc, "description"),
+            published_at=_doc_published(doc.get("publishedAt")),
+        )
+        key = doc.get("dedupeKey")
+        fp = doc.get("fingerprint")
+        if (isinstance(key, str) and key) or (isinstance(fp, str) and fp):
+            return cls(
+                dedupe_key=key if isinstance(key, str) and key else built.dedupe_key,
+                source_url=built.source_url,
+                source_name=built.source_name,
+                external_id=built.external_id,
+                title=built.title,
+                company=built.company,
+                location=built.location,
+                job_type=built.job_type,
+                categories=built.categories,
+                region=built.region,
+                url=built.url,
+                description=built.description,
+                published_at=built.published_at,
+                fingerprint=fp if isinstance(fp, str) and fp else built.fingerprint,
+            )
+        return built
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedFeed:
+    """A parsed feed: its kind, title and items in document order.
+
+    The index of an entry in ``items`` is that item's sequence number in the run.
+    """
+
+    kind: str
+    title: str
+    items: list[JobPosting | ItemFailure]
+
+
+# --------------------------------------------------------------------------- hashing
+
+
+def dedupe_key(source_url: str, external_id: str) -> str:
+    """``sha1(sourceUrl + "|" + externalId)`` as lower-case hex (SPEC §2)."""
+    data = f"{source_url}|{external_id}".encode("utf-8", "surrogatepass")
+    return hashlib.sha1(data, usedforsecurity=False).hexdigest()
+
+
+def fingerprint(fields: Mapping[str, Any]) -> str:
+    """Stable content hash of a posting given its camelCase fields (SPEC §2).
+
+    Only the content fields count (title, company, location, jobType, categories, region,
+    url, description, publishedAt): identity and bookkeeping keys (sourceName, dedupeKey,
+    version, runId, ...) and the mapping's key order are ignored. Categories are compared
+    as a set (a feed reshuffling them is not an edit). publishedAt may be a datetime, an
+    ISO string or None; equal instants give equal fingerprints.
+    """
+    raw_categories = fields.get("categories") or ()
+    if isinstance(raw_categories, str):
+        raw_categories = (raw_categories,)
+    return _fingerprint(
+        _field_str(fields.get("title")),
+        _field_str(fields.get("company")),
+        _field_str(fields.get("location")),
+        _field_str(fields.get("jobType")),
+        [str(c) for c in raw_categories],
+        _field_str(fields.get("region")),
+        _field_str(fields.get("url")),
+        _field_str(fields.get("description")),
+        _published_iso(fields.get("publishedAt")),
+    )
+
+
+def _fingerprint(
+    title: str,
+    company: str,
+    location: str,
+    job_type: str,
+    categories: Iterable[str],
+    region: str,
+    url: str,
+    description: str,
+    published_iso: str,
+) -> str:
+    """Hash a fixed-order JSON array: unambiguous, and identical in every process."""
+    blob = _FP_ENCODER.encode(
+        [
+            FINGERPRINT_VERSION,
+            title,
+            company,
+            location,
+            job_type,
+            sorted(categories),
+            region,
+            url,
+            description,
+            published_iso,
+        ]
+    )
+    return hashlib.sha1(blob.encode("utf-8", "surrogatepass"), usedforsecurity=False).hexdigest()
+
+
+_FP_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
+def _field_str(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def _published_iso(value: Any) -> str:
+    """Canonical ISO form of a publishedAt value, so datetime and JSON string agree."""
+    if value is None or value == "":
+        return ""
+    if isinstance(value, datetime):
+        return _to_utc(value).isoformat()
+    text = str(value)
+    parsed = parse_date(text)
+    return parsed.isoformat() if parsed is not None else text.strip()
+
+
+# --------------------------------------------------------------------------- dates
+
+_MONTHS = {
+    m: i
+    for i, m in enumerate(
+        ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), 1
+    )
+}
+# Minutes east of UTC. RFC 822 names plus common unambiguous ones seen in real feeds;
+# an unknown name is read as UTC rather than losing the date.
+_ZONES = {
+    "UT": 0, "UTC": 0, "GMT": 0, "Z": 0, "WET": 0,
+    "EST": -300, "EDT": -240, "CST": -360, "CDT": -300,
+    "MST": -420, "MDT": -360, "PST": -480, "PDT": -420,
+    "AKST": -540, "AKDT": -480, "HST": -600,
+    "BST": 60, "CET": 60, "WEST": 60, "CEST": 120, "EET": 120, "EEST": 180, "MSK": 180,
+    "JST": 540, "AEST": 600, "AEDT": 660, "NZST": 720, "NZDT": 780,
+}  # fmt: skip
+_RFC822_RE = re.compile(
+    r"(?:[A-Za-z]+,?\s*)?(\d{1,2})[\s-]+([A-Za-z]{3,9})\.?[\s-]+(\d{2,4})"
+    r"(?:\s+(\d{1,2}):(\d{2})(?::(\d{2}))?(?:\.\d+)?)?"
+    r"\s*(?:([+-])(\d{2}):?(\d{2})|([A-Za-z]{1,5}))?\s*\Z"
+)
+
+
+def parse_date(value: str) -> datetime | None:
+    """RFC 822 or ISO 8601 text -> aware UTC datetime (millisecond precision); else None.
+
+    An unparseable date is not an item failure: the posting is kept without one.
+    Precision is cut to milliseconds because that is what BSON stores, so a posting read
+    back from MongoDB hashes to the same fingerprint.
+    """
+    s = value.strip()
+    if not s:
+        return None
+    try:
+        if len(s) >= 8 and s[:4].isdigit():
+            return _to_utc(datetime.fromisoformat(s))
+        m = _RFC822_RE.match(s)
+        if m is not None:
+            return _from_rfc822(m)
+        return _to_utc(parsedate_to_datetime(s))
+    except (ValueError, TypeError, OverflowError, IndexError):
+        return None
+
+
+def _from_rfc822(m: re.Match[str]) -> datetime:
+    """Build the UTC datetime straight from the regex groups (the hot path of big feeds)."""
+    day, mon, year, hh, mm, ss, sign, oh, om, zone = m.groups()
+    month = _MONTHS.get(mon[:3].lower())
+    if month is None:
+        raise ValueError(f"unknown month {mon!r}")
+    y = int(year)
+    if len(year) == 2:
+        y += 2000 if y < 50 else 1900
+    if sign is not None:
+        offset = int(oh) * 60 + int(om)
+        if sign == "-":
+            offset = -offset
+    else:
+        offset = _ZONES.get(zone.upper(), 0) if zone else 0
+    dt = datetime(y, month, int(day), int(hh or 0), int(mm or 0), int(ss or 0), tzinfo=UTC)
+    return dt - timedelta(minutes=offset) if offset else dt
+
+
+def _to_utc(dt: datetime) -> datetime:
+    """Aware UTC at millisecond precision; a naive datetime is taken to be UTC already."""
+    dt = dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+    if dt.microsecond % 1000:
+        dt = dt.replace(microsecond=dt.microsecond - dt.microsecond % 1000)
+    return dt
+
+
+# --------------------------------------------------------------------------- documents
+
+
+def _doc_str(doc: Mapping[str, Any], key: str, *, required: bool = False) -> str:
+    value = doc.get(key)
+    if value is None:
+        if required:
+            raise ValueError(f"job document lacks {key!r}")
+        return ""
+    if not isinstance(value, str):
+        raise ValueError(f"job document field {key!r} must be a string")
+    if required and not value:
+        raise ValueError(f"job document field {key!r} is empty")
+    return value
+
+
+def _doc_published(value: Any) -> datetime | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, str):
+        parsed = parse_date(value)
+        if parsed is None:
+            raise ValueError(f"job document field 'publishedAt' is not a date: {value!r}")
+        return parsed
+    raise ValueError("job document field 'publishedAt' must be a datetime, string or null")
+
+
+# --------------------------------------------------------------------------- safety
+
+
+class _EntityDeclared(Exception):
+    pass
+
+
+class _RootReached(Exception):
+    pass
+
+
+def check_safe_xml(payload: bytes) -> None:
+    """Refuse XML that declares entities (billion laughs, XXE) before anything expands them.
+
+    Uses expat itself on the prolog only (it stops at the root element), so the check
+    sees exactly what the real parser sees, whatever the encoding, comments or quoting.
+    Raises FeedError when entities are declared or the prolog is not well-formed.
+    """
+    _read_prolog(payload)
+
+
+def _read_prolog(payload: bytes) -> tuple[str, dict[str, str]]:
+    """Return the root element's name and attributes, refusing entity declarations."""
+    parser = expat.ParserCreate()
+    parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
+    root: list[tuple[str, dict[str, str]]] = []
+
+    def on_entity(*_args: Any) -> None:
+        raise _EntityDeclared
+
+    def on_external(*_args: Any) -> int:
+        raise _EntityDeclared
+
+    def on_start(name: str, attrs: dict[str, str]) -> None:
+        root.append((name, attrs))
+        raise _RootReached
+
+    parser.EntityDeclHandler = on_entity
+    parser.ExternalEntityRefHandler = on_external
+    parser.StartElementHandler = on_start
+    try:
+        parser.Parse(payload, True)
+    except _RootReached:
+        return root[0]
+    except _EntityDeclared:
+        raise FeedError(REFUSED_ENTITIES) from None
+    except expat.ExpatError as exc:
+        raise _parse_error(payload, exc) from exc
+    raise FeedError("XML parse error: no root element")  # pragma: no cover - expat raises
+
+
+def _parse_error(payload: bytes, exc: expat.ExpatError) -> FeedError:
+    if _HTML_RE.match(payload, 0, 4096):
+        return FeedError(f"not a feed: looks like an HTML page (XML parse error: {exc})")
+    return FeedError(f"XML parse error: {exc}")
+
+
+# --------------------------------------------------------------------------- text helpers
+
+
+def _text(value: Any) -> str:
+    """Text of an xmltodict value: str, ``{'#text': ...}``, or the first non-empty of a list."""
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return ""
+    if isinstance(value, dict):
+        t = value.get("#text")
+        return t if isinstance(t, str) else ""
+    if isinstance(value, list):
+        for v in value:
+            t = _text(v)
+            if t:
+                return t
+    return ""
+
+
+def _line(s: str) -> str:
+    """Single-line field: HTML entities decoded once, whitespace collapsed."""
+    if "&" in s:
+        s = html.unescape(s)
+    return " ".join(s.split())
+
+
+def _decode_entity(m: re.Match[str]) -> str:
+    ref = m.group()
+    ch = html.unescape(ref)
+    return ref if ch in _MARKUP_CHARS else ch
+
+
+def _markup(value: Any) -> str:
+    """HTML description: kept as markup, with character entities (``&ndash;``) decoded.
+
+    ``&lt; &gt; &amp; &quot; &#39;`` stay encoded: decoding them would turn escaped text
+    into live markup. Inline XHTML children (Atom ``type="xhtml"``) are re-serialised.
+    """
+    if isinstance(value, list):
+        for v in value:
+            s = _markup(v)
+            if s:
+                return s
+        return ""
+    if isinstance(value, dict):
+        children = {k: v for k, v in value.items() if k[0] not in "@#"}
+        if children:
+            s = xmltodict.unparse(children, full_document=False)
+            text = value.get("#text")
+            if isinstance(text, str):
+                s = f"{text}{s}"
+        else:
+            s = _text(value)
+    elif isinstance(value, str):
+        s = value
+    else:
+        return ""
+    s = s.strip()
+    if "&" in s:
+        s = _ENTITY_REF_RE.sub(_decode_entity, s)
+    return s
+
+
+def _categories(*values: Any) -> tuple[str, ...]:
+    """Category names from strings, ``{'#text'}``/``{'@term'}`` dicts or lists, de-duplicated."""
+    seen: dict[str, None] = {}
+    for value in values:
+        if value is None:
+            continue
+        for v in value if isinstance(value, list) else (value,):
+            if isinstance(v, str):
+                name = v
+            elif isinstance(v, dict):
+                raw = v.get("@term") or v.get("#text") or v.get("@label")
+                name = raw if isinstance(raw, str) else ""
+            else:
+                continue
+            name = _line(name)
+            if name:
+                seen[name] = None
+    return tuple(seen)
+
+
+def _rss_link(value: Any) -> str:
+    if isinstance(value, str):
+        return value.strip()
+    if isinstance(value, dict):
+        raw = value.get("#text") or value.get("@href")
+        return raw.strip() if isinstance(raw, str) else ""
+    if isinstance(value, list):
+        for v in value:
+            s = _rss_link(v)
+            if s:
+                return s
+    return ""
+
+
+def _atom_link(value: Any) -> str:
+    """The ``rel="alternate"`` (or rel-less) href; else the first href or text link."""
+    fallback = ""
+    for v in value if isinstance(value, list) else (value,):
+        if isinstance(v, dict):
+            href = v.get("@href")
+            if not isinstance(href, str) or not href.strip():
+                continue
+            if v.get("@rel", "alternate") == "alternate":
+                return href.strip()
+            if not fallback:
+                fallback = href.strip()
+        elif isinstance(v, str) and v.strip() and not fallback:
+            fallback = v.strip()
+    return fallback
+
+
+def _is_url(s: str) -> bool:
+    return s.startswith(("http://", "https://"))
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+@dataclass(frozen=True, slots=True)
+class _Keys:
+    """The xmltodict keys of the fields we read, as this particular feed spells them."""
+
+    item: str
+    channel: str
+    title: str
+    link: str
+    guid: str
+    description: str
+    pub_date: str
+    category: str
+    content_encoded: str
+    dc_creator: str
+    dc_date: str
+    dc_subject: str
+    jl_company: str
+    jl_location: str
+    jl_job_type: str
+    jl_region: str
+    # Atom
+    id: str
+    author: str
+    name: str
+    content: str
+    summary: str
+    published: str
+    updated: str
+    issued: str
+    modified: str
+
+    @classmethod
+    def resolve(cls, kind: str, root_name: str, ancestors: Iterable[Mapping[str, str] | None]) -> _Keys:
+        """Map well-known namespace URIs to the prefixes this feed declared for them."""
+        declared: dict[str, str] = {}
+        for attrs in ancestors:
+            for attr, uri in (attrs or {}).items():
+                if attr == "xmlns":
+                    declared.setdefault(uri, "")
+                elif attr.startswith("xmlns:"):
+                    declared.setdefault(uri, attr[6:])
+
+        def ns(uris: tuple[str, ...], conventional: str) -> str:
+            prefix = next((declared[u] for u in uris if u in declared), conventional)
+            return f"{prefix}:" if prefix else ""
+
+        dc = ns(_NS_DC, "dc")
+        rdf = ns(_NS_RDF, "rdf")
+        if kind == "atom":
+            # Atom elements share the root's prefix (usually the default namespace).
+            p = root_name[: root_name.index(":") + 1] if ":" in root_name else ""
+        elif kind == "rdf":
+            p = ns(_NS_RSS1, "")
+        else:
+            p = ""
+        jl = "job_listing:"  # WP Job Manager binds it to the site URL: match by prefix.
+        return cls(
+            item=f"{p}entry" if kind == "atom" else f"{p}item",
+            channel=f"{p}channel",
+            title=f"{p}title",
+            link=f"{p}link",
+            guid=f"@{rdf}about" if kind == "rdf" else "guid",
+            description=f"{p}description",
+            pub_date=f"{p}pubDate",
+            category=f"{p}category",
+            content_encoded=f"{ns(_NS_CONTENT, 'content')}encoded",
+            dc_creator=f"{dc}creator",
+            dc_date=f"{dc}date",
+            dc_subject=f"{dc}subject",
+            jl_company=f"{jl}company",
+            jl_location=f"{jl}location",
+            jl_job_type=f"{jl}job_type",
+            jl_region=f"{jl}region",
+            id=f"{p}id",
+            author=f"{p}author",
+            name=f"{p}name",
+            content=f"{p}content",
+            summary=f"{p}summary",
+            published=f"{p}published",
+            updated=f"{p}updated",
+            issued=f"{p}issued",
+            modified=f"{p}modified",
+        )
+
+
+class _Collector:
+    """xmltodict streaming callback: normalises each item as soon as it is closed."""
+
+    __slots__ = ("kind", "root_name", "source_url", "source_name", "keys", "title",
+                 "feed_author", "items")  # fmt: skip
+
+    def __init__(self, kind: str, root_name: str, source_url: str, source_name: str) -> None:
+        self.kind = kind
+        self.root_name = root_name
+        self.source_url = source_url
+        self.source_name = source_name
+        self.keys: _Keys | None = None
+        self.title = ""
+        self.feed_author = ""
+        self.items: list[JobPosting | ItemFailure] = []
+
+    def __call__(self, path: list[tuple[str, Mapping[str, str] | None]], value: Any) -> bool:
+        keys = self.keys
+        if keys is None:
+            keys = self.keys = _Keys.resolve(
+                self.kind, self.root_name, (attrs for _, attrs in path[:-1])
+            )
+        name = path[-1][0]
+        kind = self.kind
+        if name == keys.item:
+            if kind != "rss" or path[1][0] == "channel":
+                self.items.append(self._normalise(value, len(self.items), keys))
+        elif name == keys.title:
+            if not self.title and (kind != "rss" or path[1][0] == "channel"):
+                self.title = _line(_text(value))
+        elif kind == "rdf" and name == keys.channel and isinstance(value, dict):
+            self.title = self.title or _line(_text(value.get(keys.title)))
+        elif kind == "atom" and name == keys.author and not self.feed_author:
+            self.feed_author = _author_name(value, keys.name)
+        return True
+
+    def _normalise(self, item: Any, index: int, k: _Keys) -> JobPosting | ItemFailure:
+        if not isinstance(item, dict):
+            return ItemFailure(key=f"item[{index}]", reason="malformed item: no child elements")
+        try:
+            if self.kind == "atom":
+                return self._atom(item, index, k)
+            return self._rss(item, index, k)
+        except Exception as exc:  # one bad item must never stop the rest
+            return ItemFailure(
+                key=_best_key(item, index, k),
+                reason=f"could not normalise item: {type(exc).__name__}: {exc}",
+            )
+
+    def _rss(self, item: dict[str, Any], index: int, k: _Keys) -> JobPosting | ItemFailure:
+        get = item.get
+        guid_value = get(k.guid)
+        external_id = _text(guid_value).strip()
+        link = _rss_link(get(k.link))
+        title = _line(_text(get(k.title)))
+        if not external_id:
+            external_id = link
+            if not external_id:
+                return ItemFailure(key=title or f"item[{index}]", reason="missing guid and link")
+        elif not link and _is_url(external_id) and (
+            self.kind == "rdf"
+            or not isinstance(guid_value, dict)
+            or guid_value.get("@isPermaLink", "true").strip().lower() != "false"
+        ):
+            link = external_id  # a permalink guid / rdf:about is the item's URL
+        content = get(k.content_encoded)
+        description = _markup(content) if content is not None else ""
+        if not description:
+            description = _markup(get(k.description))
+        date_text = _text(get(k.pub_date)) or _text(get(k.dc_date))
+        return JobPosting.build(
+            source_url=self.source_url,
+            source_name=self.source_name,
+            external_id=external_id,
+            title=title,
+            company=_line(_text(get(k.jl_company))) or _line(_text(get(k.dc_creator))),
+            location=_line(_text(get(k.jl_location))),
+            job_type=_line(_text(get(k.jl_job_type))),
+            categories=_categories(get(k.category), get(k.dc_subject)),
+            region=_line(_text(get(k.jl_region))),
+            url=link,
+            description=description,
+            published_at=parse_date(date_text) if date_text else None,
+        )
+
+    def _atom(self, entry: dict[str, Any], index: int, k: _Keys) -> JobPosting | ItemFailure:
+        get = entry.get
+        link = _atom_link(get(k.link))
+        external_id = _text(get(k.id)).strip() or link
+        title = _line(_text(get(k.title)))
+        if not external_id:
+            return ItemFailure(key=title or f"item[{index}]", reason="missing guid and link")
+        content = get(k.content)
+        description = _markup(content) if content is not None else ""
+        if not description:
+            description = _markup(get(k.summary))
+        published = None
+        for key in (k.published, k.updated, k.issued, k.modified, k.dc_date):
+            text = _text(get(key))
+            if text:
+                published = parse_date(text)
+                if published is not None:
+                    break
+        company = (
+            _line(_text(get(k.jl_company)))
+            or _author_name(get(k.author), k.name)
+            or _line(_text(get(k.dc_creator)))
+            or self.feed_author
+        )
+        return JobPosting.build(
+            source_url=self.source_url,
+            source_name=self.source_name,
+            external_id=external_id,
+            title=title,
+            company=company,
+            location=_line(_text(get(k.jl_location))),
+            job_type=_line(_text(get(k.jl_job_type))),
+            categories=_categories(get(k.category), get(k.dc_subject)),
+            region=_line(_text(get(k.jl_region))),
+            url=link or (external_id if _is_url(external_id) else ""),
+            description=description,
+            published_at=published,
+        )
+
+
+def _author_name(value: Any, name_key: str) -> str:
+    for v in value if isinstance(value, list) else (value,):
+        if isinstance(v, dict):
+            name = _line(_text(v.get(name_key)))
+        else:
+            name = _line(_text(v))
+        if name:
+            return name
+    return ""
+
+
+def _best_key(item: Mapping[str, Any], index: int, k: _Keys) -> str:
+    """Best identifier for a failure report: guid/id, link, title, else the position."""
+    for key in (k.guid, k.id, k.link, k.title):
+        try:
+            value = item.get(key)
+            s = _atom_link(value) if key == k.link else _text(value)
+        except Exception:  # noqa: S112 - reporting must not fail on a hostile item
+            continue
+        s = s.strip()
+        if s:
+            return s
+    return f"item[{index}]"
+
+
+def parse_feed(payload: bytes, source_url: str, source_name: str = "") -> ParsedFeed:
+    """Parse RSS 2.0, Atom 1.0 or RSS 1.0/RDF bytes into normalised postings.
+
+    Bytes (not str) so the encoding declared in the XML prolog (or a BOM) is honoured.
+    Raises FeedError when the document as a whole is unusable; a bad item only becomes an
+    ItemFailure in ``items`` and never stops the others.
+    """
+    if _BLANK_RE.match(payload):
+        raise FeedError("empty body")
+    root_name, _attrs = _read_prolog(payload)
+    local = root_name.rpartition(":")[2]
+    kind = _KINDS.get(local)
+    if kind is None:
+        hint = " (an HTML page, not a feed)" if local.lower() == "html" else ""
+        raise FeedError(f"not a feed: root element <{root_name}>{hint}")
+    collector = _Collector(kind, root_name, source_url, source_name)
+    try:
+        xmltodict.parse(
+            payload,
+            disable_entities=True,
+            process_namespaces=False,
+            item_depth=3 if kind == "rss" else 2,
+            item_callback=collector,
+        )
+    except expat.ExpatError as exc:
+        raise _parse_error(payload, exc) from exc
+    except ValueError as exc:
+        if str(exc) != _XMLTODICT_ENTITY_GUARD:
+            raise
+        raise FeedError(REFUSED_ENTITIES) from exc  # the second line of defence fired
+    return ParsedFeed(kind=kind, title=collector.title, items=collector.items)

@@ -1,0 +1,114 @@
+"""The Faust app, its topics and tables: the whole topology in one place.
+
+Built by a function from a Settings object rather than at import time, so that importing this
+module reads no environment and opens no connection, and so that tests can build isolated
+pipelines (own topic prefix, own app id) side by side.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+from faust.streams import _current_event
+from faust.types import EventT, TopicT
+
+from streams.settings import Settings
+
+# SPEC §4 topics, plus ``jobs.upserts``: the dedupe agent's created/updated decisions waiting for
+# the sink. jobs.changes is published only after the sink wrote, so downstream never sees a change
+# that is not in MongoDB yet.
+TOPICS = ("commands", "jobs.parsed", "jobs.upserts", "jobs.changes", "import.progress", "import.logs", "jobs.dlq")
+COMPACTED = frozenset({"import.logs"})
+TABLES = ("dedupe", "runs")
+
+
+def changelog_topic(settings: Settings, table: str) -> str:
+    """Faust's name for a table's changelog; created up front so the first start finds it in metadata."""
+    return f"{settings.app_id}-{table}-changelog"
+
+
+@dataclass(frozen=True)
+class Topics:
+    commands: TopicT
+    parsed: TopicT
+    upserts: TopicT
+    changes: TopicT
+    progress: TopicT
+    logs: TopicT
+    dlq: TopicT
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """Everything the agents are attached to."""
+
+    settings: Settings
+    app: faust.App
+    topics: Topics
+    dedupe_table: faust.Table[str, Any]
+    runs_table: faust.Table[str, Any]
+
+
+def create_app(settings: Settings) -> faust.App:
+    return faust.App(
+        settings.app_id,
+        broker=[f"kafka://{server.strip()}" for server in settings.kafka_bootstrap_servers.split(",")],
+        store=settings.table_store,
+        datadir=str(settings.data_dir),
+        topic_partitions=settings.topic_partitions,
+        topic_replication_factor=1,
+        topic_allow_declare=True,
+        web_enabled=False,
+        autodiscover=False,
+        key_serializer="raw",
+        value_serializer="json",
+        # Offsets are committed often; exactness never depends on it (see agents/ docstrings).
+        broker_commit_every=1000,
+        broker_commit_interval=1.0,
+        producer_linger_ms=5,
+        producer_max_batch_size=512 * 1024,
+        producer_max_request_size=8 * 1024 * 1024,
+        consumer_max_fetch_size=8 * 1024 * 1024,
+        stream_buffer_maxsize=max(4096, settings.batch_size * 4),
+        table_cleanup_interval=60.0,
+        logging_config=None,
+    )
+
+
+def create_pipeline(settings: Settings) -> Pipeline:
+    """Declare topics and tables; agents attach themselves with ``agents.attach_all``."""
+    app = create_app(settings)
+
+    def topic(name: str) -> TopicT:
+        return app.topic(
+            settings.topic(name),
+            key_type=str,
+            value_type=None,
+            partitions=settings.topic_partitions,
+        )
+
+    topics = Topics(
+        commands=topic("commands"),
+        parsed=topic("jobs.parsed"),
+        upserts=topic("jobs.upserts"),
+        changes=topic("jobs.changes"),
+        progress=topic("import.progress"),
+        logs=topic("import.logs"),
+        dlq=topic("jobs.dlq"),
+    )
+    dedupe_table = app.Table("dedupe", default=None, partitions=settings.topic_partitions, key_type=str, value_type=None)
+    runs_table = app.Table("runs", default=None, partitions=settings.topic_partitions, key_type=str, value_type=None)
+    return Pipeline(settings, app, topics, dedupe_table, runs_table)
+
+
+def set_current_event(event: EventT) -> None:
+    """Make ``event`` the one a table write belongs to.
+
+    Faust decides a table key's changelog partition (and its RocksDB partition) from the current
+    event. Inside a batch from ``noack_take`` the current event is the batch's last one, which is
+    the wrong partition for every other key; each write therefore names its own event first.
+    """
+    _current_event.set(weakref.ref(event))

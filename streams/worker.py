@@ -1,0 +1,71 @@
+"""``jobstream worker``: build the pipeline, prepare Kafka and MongoDB, run the Faust worker."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+
+import aiohttp
+import faust
+from prometheus_client import start_http_server
+
+import agents
+from models.registry import RegistryError, parse_feeds_file
+from streams.app import create_pipeline
+from streams.settings import Settings
+from streams.store import Store
+from streams.topics import ensure_topics
+
+logger = logging.getLogger(__name__)
+
+
+def run_worker(settings: Settings) -> None:
+    """Blocks until the worker is stopped (SIGTERM/SIGINT stop it gracefully)."""
+    asyncio.run(ensure_topics(settings))
+    pipeline = create_pipeline(settings)
+    store = Store(settings)
+    http: list[aiohttp.ClientSession] = []
+
+    def session() -> aiohttp.ClientSession:
+        if not http:
+            http.append(aiohttp.ClientSession(auto_decompress=True))
+        return http[0]
+
+    agents.attach_all(pipeline, store, session)
+
+    @pipeline.app.task
+    async def prepare_store() -> None:
+        await store.ensure_indexes()
+        await seed_registry(settings, store)
+
+    @pipeline.app.on_before_shutdown.connect
+    async def close_clients(app: faust.App, **_: object) -> None:
+        if http:
+            await http[0].close()
+        await store.close()
+
+    _, thread = start_http_server(settings.worker_metrics_port, addr=settings.api_host)
+    logger.info(
+        "worker starting app_id=%s kafka=%s mongo=%s db=%s metrics=http://%s:%d/metrics",
+        settings.app_id, settings.kafka_bootstrap_servers, settings.mongo_url_redacted, settings.mongo_db,
+        settings.api_host, settings.worker_metrics_port,
+    )
+    worker = faust.Worker(pipeline.app, loglevel=settings.log_level.lower(), redirect_stdouts=False,
+                          override_logging=False)
+    worker.execute_from_commandline()
+
+
+async def seed_registry(settings: Settings, store: Store) -> None:
+    """Add the feeds of FEEDS_FILE to the registry; a missing file only means an empty registry."""
+    path = settings.feeds_file
+    if not path.exists():
+        logger.warning("FEEDS_FILE %s not found: no feeds seeded", path)
+        return
+    try:
+        entries = parse_feeds_file(path.read_text(encoding="utf-8"))
+    except RegistryError as exc:
+        logger.error("FEEDS_FILE %s ignored: %s", path, exc)
+        return
+    added = await store.seed_feeds(entries, datetime.now(UTC))
+    logger.info("feed registry seeded from %s: %d listed, %d new", path, len(entries), added)
