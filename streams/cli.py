@@ -45,8 +45,11 @@ def progress_line(run: dict[str, Any]) -> str:
     return line
 
 
-async def import_feeds(settings: Settings, feeds: Sequence[FeedEntry], timeout: float, out: TextIO) -> int:
-    """Request one run per feed and follow them on ``import.logs`` until all are finished."""
+async def import_feeds(settings: Settings, feeds: Sequence[FeedEntry], timeout: float, out: TextIO) -> dict[str, dict[str, Any]]:
+    """Request one run per feed and follow them on ``import.logs`` until all are finished (or timeout).
+
+    Returns the last snapshot of each run by runId.
+    """
     await ensure_topics(settings)
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False)
     await consumer.start()
@@ -83,6 +86,11 @@ async def import_feeds(settings: Settings, feeds: Sequence[FeedEntry], timeout: 
     finally:
         await producer.stop()
         await consumer.stop()
+    return runs
+
+
+def report(runs: dict[str, dict[str, Any]], timeout: float, out: TextIO) -> int:
+    """Name what did not complete; the exit code is 0 only when every run completed."""
     unfinished = [r for r in runs.values() if r["status"] not in FINISHED]
     not_completed = [r for r in runs.values() if r["status"] != "completed"]
     for run in unfinished:
@@ -130,7 +138,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not feeds:
         print("jobstream import: no feeds given and none in FEEDS_FILE", file=sys.stderr)
         return 2
-    return asyncio.run(import_feeds(settings, feeds, args.timeout, sys.stdout))
+    runs = asyncio.run(import_feeds(settings, feeds, args.timeout, sys.stdout))
+    return report(runs, args.timeout, sys.stdout)
 
 
 if __name__ == "__main__":

@@ -7,11 +7,14 @@ import subprocess
 import sys
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import pymongo
 import pytest
+
+from tests.support import WORKER_READY, FeedServer, Process, isolated_env
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_FEEDS = ROOT.parent / "shared" / "feeds"
@@ -42,3 +45,36 @@ def stack() -> Iterator[Stack]:
 def unique() -> str:
     """A short unique suffix for topic names, consumer groups and databases of one test."""
     return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture(scope="session")
+async def feed_server() -> AsyncIterator[FeedServer]:
+    server = FeedServer()
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+def pipeline_env(stack: Stack, unique: str, tmp_path: Path) -> dict[str, str]:
+    """The environment of one isolated pipeline (topics, group, database, ports of its own)."""
+    return isolated_env(stack.kafka, stack.mongo_url, unique, tmp_path)
+
+
+@pytest.fixture
+def start_worker(pipeline_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., Process]]:
+    """Start ``jobstream worker`` subprocesses on the test's pipeline; all are stopped at the end."""
+    started: list[Process] = []
+
+    def start(**overrides: str) -> Process:
+        worker = Process("worker", {**pipeline_env, **overrides}, tmp_path / f"worker-{len(started)}.log")
+        started.append(worker)
+        worker.start(WORKER_READY)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()
+    client: pymongo.MongoClient[dict[str, object]] = pymongo.MongoClient(pipeline_env["MONGO_URL"])
+    client.drop_database(pipeline_env["MONGO_DB"])
+    client.close()
