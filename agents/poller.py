@@ -8,6 +8,7 @@ published, so a command replayed after a crash re-parses the same bytes and repu
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import zlib
@@ -17,6 +18,7 @@ from typing import Any
 
 import aiohttp
 from bson import Binary
+from pymongo.errors import DuplicateKeyError
 from faust.types import EventT, StreamT
 
 from agents import metrics
@@ -92,7 +94,7 @@ def attach(pipeline: Pipeline, store: Store, session: Callable[[], aiohttp.Clien
     async def load_payload(command: dict[str, Any]) -> FetchResult:
         """The stored payload of a replayed run, else a fresh conditional fetch (stored before use)."""
         run_id, url = command["runId"], command["sourceUrl"]
-        stored = await store.raw_feeds.find_one({"runId": run_id})
+        stored = await store.raw_feeds.find_one({"_id": run_id})
         if stored is not None:
             logger.info("replaying stored payload run_id=%s", run_id)
             return FetchResult(int(stored["httpStatus"]), zlib.decompress(stored["payload"]), Validators(), 0)
@@ -111,12 +113,11 @@ def attach(pipeline: Pipeline, store: Store, session: Callable[[], aiohttp.Clien
             return result
         compressed = zlib.compress(result.body, 6)
         if len(compressed) <= MAX_RAW_STORED:
-            await store.raw_feeds.update_one(
-                {"runId": run_id},
-                {"$setOnInsert": {"runId": run_id, "sourceUrl": url, "fetchedAt": now(), "httpStatus": result.http_status,
-                                  "bytes": len(result.body), "encoding": "zlib", "payload": Binary(compressed)}},
-                upsert=True,
-            )
+            with contextlib.suppress(DuplicateKeyError):  # stored by an earlier delivery of this command
+                await store.raw_feeds.insert_one(
+                    {"_id": run_id, "runId": run_id, "sourceUrl": url, "fetchedAt": now(), "httpStatus": result.http_status,
+                     "bytes": len(result.body), "encoding": "zlib", "payload": Binary(compressed)}
+                )
         else:
             logger.warning("raw payload too large to keep run_id=%s compressed_bytes=%d", run_id, len(compressed))
         # Validators are remembered only after the payload is safe, so a crash cannot turn into a 304.

@@ -17,11 +17,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from faust.types import EventT, StreamT
-from pymongo import UpdateOne
-from pymongo.errors import BulkWriteError, ConnectionFailure, PyMongoError
+from pymongo import InsertOne, UpdateOne
+from pymongo.errors import BulkWriteError, ConnectionFailure, DuplicateKeyError, PyMongoError
 
 from agents import metrics
-from models.postings import job_upsert
+from models.postings import job_insert, job_upsert
 from models.runs import iso, outcomes_event, parse_iso
 from streams.app import Pipeline
 from streams.store import Store
@@ -32,9 +32,11 @@ RETRY_MAX_SECONDS = 30.0
 
 
 async def write_batch(store: Store, changes: Sequence[Mapping[str, Any]]) -> dict[str, str]:
-    """Upsert the newest change per dedupeKey; return ``{dedupeKey: reason}`` of those MongoDB rejected.
+    """Write the newest change per dedupeKey; return ``{dedupeKey: reason}`` of those MongoDB rejected.
 
-    Raises ConnectionFailure when MongoDB cannot be reached at all (the caller retries).
+    Created postings are plain inserts (no lookup: the dedupe table already knows they are new);
+    updated ones are upserts by ``_id``. Raises ConnectionFailure when MongoDB cannot be reached at
+    all (the caller retries the whole batch).
     """
     latest: dict[str, Mapping[str, Any]] = {}
     for change in changes:
@@ -42,27 +44,44 @@ async def write_batch(store: Store, changes: Sequence[Mapping[str, Any]]) -> dic
         if key not in latest or change["version"] >= latest[key]["version"]:
             latest[key] = change
     keys = list(latest)
-    operations = [UpdateOne(*job_upsert(latest[key]), upsert=True) for key in keys]
+    operations: list[InsertOne[dict[str, Any]] | UpdateOne] = [
+        InsertOne(job_insert(latest[key])) if latest[key]["version"] == 1 else UpdateOne(*job_upsert(latest[key]), upsert=True)
+        for key in keys
+    ]
     try:
         await store.jobs.bulk_write(operations, ordered=False)
         return {}
     except BulkWriteError as exc:
-        return {keys[error["index"]]: f"write error {error.get('code')}: {error.get('errmsg')}" for error in exc.details["writeErrors"]}
+        retry = [keys[error["index"]] for error in exc.details["writeErrors"]]
     except ConnectionFailure:
         raise
     except (PyMongoError, KeyError) as exc:
-        # Some servers (FerretDB) answer a failed bulk with a reply pymongo cannot merge; find the
-        # culprits one by one so that one bad posting never fails its neighbours.
-        logger.warning("bulk write failed as a whole (%r); retrying %d upserts one by one", exc, len(operations))
-        rejected: dict[str, str] = {}
-        for key, operation in zip(keys, operations, strict=True):
-            try:
-                await store.jobs.update_one(operation._filter, operation._doc, upsert=True)
-            except ConnectionFailure:
-                raise
-            except PyMongoError as item_exc:
-                rejected[key] = f"write error: {item_exc}"
-        return rejected
+        # FerretDB answers a bulk with a failed item in a shape pymongo cannot merge (KeyError):
+        # we cannot tell which items failed, so each is written again on its own (idempotent).
+        logger.warning("bulk write failed as a whole (%r); writing %d postings one by one", exc, len(keys))
+        retry = keys
+    rejected: dict[str, str] = {}
+    for key in retry:
+        try:
+            await write_one(store, latest[key])
+        except ConnectionFailure:
+            raise
+        except PyMongoError as exc:
+            rejected[key] = f"write error: {exc}"
+    return rejected
+
+
+async def write_one(store: Store, change: Mapping[str, Any]) -> None:
+    """One posting, resolving the duplicate key of a replayed (or table-less) insert."""
+    if change["version"] == 1:
+        try:
+            await store.jobs.insert_one(job_insert(change))
+            return
+        except DuplicateKeyError:
+            existing = await store.jobs.find_one({"_id": change["job"]["dedupeKey"]}, {"version": 1, "fingerprint": 1})
+            if existing is not None and existing.get("fingerprint") == change["fingerprint"]:
+                return  # a replay: this very version is already stored
+    await store.jobs.update_one(*job_upsert(change), upsert=True)
 
 
 def attach(pipeline: Pipeline, store: Store) -> None:

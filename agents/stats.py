@@ -29,7 +29,7 @@ def attach(pipeline: Pipeline, store: Store) -> None:
 
     async def project(snapshots: list[dict[str, Any]]) -> None:
         """Upsert the snapshots; hold the batch while MongoDB is away rather than lose a count."""
-        operations = [ReplaceOne({"runId": doc["runId"]}, as_mongo(doc), upsert=True) for doc in snapshots]
+        operations = [ReplaceOne({"_id": doc["runId"]}, {"_id": doc["runId"], **as_mongo(doc)}, upsert=True) for doc in snapshots]
         delay = 0.5
         while True:
             try:

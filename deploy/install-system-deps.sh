@@ -14,3 +14,11 @@ if ((${#missing[@]})); then
     exit 1
   fi
 fi
+# Headless Chromium for the dashboard's browser test (Playwright drives Debian's build, no download).
+if [ ! -x /usr/bin/chromium ]; then
+  if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "missing: /usr/bin/chromium (Debian package 'chromium') — needed by tests/api/test_dashboard_browser.py" >&2
+  fi
+fi

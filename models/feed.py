@@ -32,7 +32,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 from xml.parsers import expat
 
-import xmltodict  # type: ignore[import-untyped]
+import xmltodict  # type: ignore[import-untyped,unused-ignore]
 
 __all__ = [
     "FeedError",
@@ -193,9 +193,7 @@ class JobPosting:
         raw_categories = doc.get("categories")
         if raw_categories is None:
             categories: tuple[str, ...] = ()
-        elif isinstance(raw_categories, list | tuple) and all(
-            isinstance(c, str) for c in raw_categories
-        ):
+        elif isinstance(raw_categories, list | tuple) and all(isinstance(c, str) for c in raw_categories):
             categories = tuple(raw_categories)
         else:
             raise ValueError("job document field 'categories' must be a list of strings")
@@ -330,12 +328,7 @@ def _published_iso(value: Any) -> str:
 
 # --------------------------------------------------------------------------- dates
 
-_MONTHS = {
-    m: i
-    for i, m in enumerate(
-        ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), 1
-    )
-}
+_MONTHS = {m: i for i, m in enumerate(("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), 1)}
 # Minutes east of UTC. RFC 822 names plus common unambiguous ones seen in real feeds;
 # an unknown name is read as UTC rather than losing the date.
 _ZONES = {
@@ -713,9 +706,7 @@ class _Collector:
     def __call__(self, path: list[tuple[str, Mapping[str, str] | None]], value: Any) -> bool:
         keys = self.keys
         if keys is None:
-            keys = self.keys = _Keys.resolve(
-                self.kind, self.root_name, (attrs for _, attrs in path[:-1])
-            )
+            keys = self.keys = _Keys.resolve(self.kind, self.root_name, (attrs for _, attrs in path[:-1]))
         name = path[-1][0]
         kind = self.kind
         if name == keys.item:
@@ -753,10 +744,14 @@ class _Collector:
             external_id = link
             if not external_id:
                 return ItemFailure(key=title or f"item[{index}]", reason="missing guid and link")
-        elif not link and _is_url(external_id) and (
-            self.kind == "rdf"
-            or not isinstance(guid_value, dict)
-            or guid_value.get("@isPermaLink", "true").strip().lower() != "false"
+        elif (
+            not link
+            and _is_url(external_id)
+            and (
+                self.kind == "rdf"
+                or not isinstance(guid_value, dict)
+                or guid_value.get("@isPermaLink", "true").strip().lower() != "false"
+            )
         ):
             link = external_id  # a permalink guid / rdf:about is the item's URL
         content = get(k.content_encoded)

@@ -36,14 +36,27 @@ def change_event(parsed: Mapping[str, Any], outcome: str, version: int, occurred
     }
 
 
-def job_upsert(change: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Filter and update document of the ``jobs`` upsert for one change event.
+def job_document(change: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``jobs`` document a change event leads to (``_id`` is the dedupeKey), without ``createdAt``.
 
     Timestamps come from the event, not the clock, so writing the same event twice (a replay)
-    leaves the document byte-for-byte the same.
+    leaves the document the same. ``_id`` = dedupeKey makes the key lookup the primary-key lookup,
+    which is also the only one FerretDB's SQLite backend does without a scan.
     """
     job = dict(change["job"])
     job["publishedAt"] = parse_iso(job.get("publishedAt"))
     occurred = parse_iso(change["occurredAt"])
-    fields = {**job, "version": change["version"], "updatedAt": occurred, "lastRunId": change["runId"]}
-    return {"dedupeKey": job["dedupeKey"]}, {"$set": fields, "$setOnInsert": {"createdAt": occurred}}
+    return {"_id": job["dedupeKey"], **job, "version": change["version"], "updatedAt": occurred, "lastRunId": change["runId"]}
+
+
+def job_insert(change: Mapping[str, Any]) -> dict[str, Any]:
+    """The whole document of a created posting: inserted, no lookup."""
+    document = job_document(change)
+    return {**document, "createdAt": document["updatedAt"]}
+
+
+def job_upsert(change: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Filter and update of an updated posting (an upsert, so a lost insert is repaired too)."""
+    document = job_document(change)
+    key = document.pop("_id")
+    return {"_id": key}, {"$set": document, "$setOnInsert": {"createdAt": document["updatedAt"]}}
