@@ -1,0 +1,1 @@
+"""The HTTP side of jobstream: REST API, live SSE stream, Prometheus metrics and the dashboard (``api.app``)."""

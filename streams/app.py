@@ -74,6 +74,9 @@ def create_app(settings: Settings) -> faust.App:
         consumer_max_fetch_size=8 * 1024 * 1024,
         stream_buffer_maxsize=max(4096, settings.batch_size * 4),
         table_cleanup_interval=60.0,
+        # A killed worker's partitions move to the survivors after this long, not Kafka's default minute.
+        broker_session_timeout=15.0,
+        broker_heartbeat_interval=3.0,
         logging_config=None,
     )
 

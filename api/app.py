@@ -1,0 +1,215 @@
+"""The aiohttp application: ``create_app`` builds it (tests use the same factory), ``run_api`` serves it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import time
+import weakref
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from pymongo.errors import ConnectionFailure, PyMongoError
+
+from api.context import (
+    FOLLOWER_READY,
+    HUB,
+    KAFKA,
+    METRICS,
+    OPTIONS,
+    SETTINGS,
+    STATIC_FILES,
+    STORE,
+    STREAMS,
+    ApiOptions,
+)
+from api.events import LogHub
+from api.handlers import json_response, routes, static_files
+from api.kafka import KafkaLink, follow_import_logs
+from api.metrics import ApiMetrics
+from api.queries import ApiError
+from models.registry import RegistryError, parse_feeds_file
+from streams.settings import Settings
+from streams.store import Store
+
+logger = logging.getLogger(__name__)
+
+MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+STREAM_ROUTE = "/api/import-logs/stream"
+
+
+def create_app(settings: Settings, options: ApiOptions | None = None) -> web.Application:
+    options = options or ApiOptions()
+    app = web.Application(middlewares=[metrics_middleware, error_middleware, auth_middleware])
+    metrics = ApiMetrics(process_metrics=options.process_metrics)
+    app[SETTINGS] = settings
+    app[OPTIONS] = options
+    app[METRICS] = metrics
+    app[HUB] = LogHub(options.sse_ring_size, options.sse_queue_size, on_dropped=metrics.sse_dropped.inc)
+    app[STREAMS] = weakref.WeakSet()
+    app[FOLLOWER_READY] = asyncio.Event()
+    app[STATIC_FILES] = static_files(options.static_dir)
+    app.add_routes(routes)
+    app.cleanup_ctx.append(store_ctx)
+    app.cleanup_ctx.append(kafka_ctx)
+    app.cleanup_ctx.append(follower_ctx)
+    app.on_shutdown.append(close_streams)
+    return app
+
+
+def run_api(settings: Settings) -> None:
+    """Serve until SIGINT/SIGTERM; open SSE streams are closed first so shutdown does not wait on them."""
+    url = f"http://{settings.api_host}:{settings.api_port}/"
+    logger.info("api starting kafka=%s mongo=%s db=%s auth=%s", settings.kafka_bootstrap_servers,
+                settings.mongo_url_redacted, settings.mongo_db, "token" if settings.api_token else "none")
+    web.run_app(create_app(settings), host=settings.api_host, port=settings.api_port, shutdown_timeout=10.0,
+                access_log=logging.getLogger("api.access"), print=lambda *_: logger.info("API ready on %s", url))
+
+
+# --- resources ---------------------------------------------------------------------------------
+
+
+async def store_ctx(app: web.Application) -> AsyncIterator[None]:
+    store = Store(app[SETTINGS])
+    app[STORE] = store
+    prepare = asyncio.create_task(_prepare_store(app[SETTINGS], store, app[OPTIONS].seed_feeds))
+    yield
+    await _cancel(prepare)
+    await store.close()
+
+
+async def _prepare_store(settings: Settings, store: Store, seed: bool) -> None:
+    """Indexes and the FEEDS_FILE seed, retried in the background: reads work while MongoDB comes up."""
+    delay = 0.5
+    while True:
+        try:
+            await store.ensure_indexes()
+            if seed:
+                await _seed_feeds(settings, store)
+            return
+        except PyMongoError as exc:
+            logger.warning("MongoDB not ready for indexes/seed error=%s retry_in=%.1fs", exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+
+
+async def _seed_feeds(settings: Settings, store: Store) -> None:
+    if not settings.feeds_file.exists():
+        return
+    try:
+        entries = parse_feeds_file(settings.feeds_file.read_text(encoding="utf-8"))
+    except (RegistryError, OSError) as exc:
+        logger.error("FEEDS_FILE %s ignored: %s", settings.feeds_file, exc)
+        return
+    added = await store.seed_feeds(entries, datetime.now(UTC))
+    if added:
+        logger.info("feed registry seeded from %s: %d new", settings.feeds_file, added)
+
+
+async def kafka_ctx(app: web.Application) -> AsyncIterator[None]:
+    link = KafkaLink(app[SETTINGS])
+    app[KAFKA] = link
+    connect = asyncio.create_task(link.connect())
+    yield
+    await _cancel(connect)
+    await link.close()
+
+
+async def follower_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Start following import.logs; serve once it is positioned (or after a bounded wait), so early events are not lost."""
+    ready = app[FOLLOWER_READY]
+    metrics = app[METRICS]
+    task = asyncio.create_task(follow_import_logs(app[SETTINGS], app[HUB], ready, metrics.sse_events.inc))
+    try:
+        await asyncio.wait_for(ready.wait(), app[OPTIONS].follower_ready_seconds)
+    except TimeoutError:
+        logger.warning("import.logs follower not ready after %.0fs; serving anyway, it keeps retrying",
+                       app[OPTIONS].follower_ready_seconds)
+    yield
+    await _cancel(task)
+
+
+async def close_streams(app: web.Application) -> None:
+    open_streams = app[STREAMS]
+    streams = list(open_streams)
+    for stream in streams:
+        with contextlib.suppress(RuntimeError):
+            stream.stop_streaming()
+    if streams:
+        logger.info("closed %d SSE stream(s) for shutdown", len(streams))
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+# --- middlewares -------------------------------------------------------------------------------
+
+
+@web.middleware
+async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Count by route template, never by raw path: unknown URLs must not create label values."""
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "unmatched"
+    metrics = request.app[METRICS]
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        metrics.requests.labels(request.method, route, str(status)).inc()
+        if route != STREAM_ROUTE:
+            metrics.latency.labels(request.method, route).observe(time.perf_counter() - started)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error as ``{"error": ...}`` with its status; unexpected ones are logged and become 500."""
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return json_response({"error": exc.message}, status=exc.status, headers=exc.headers)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "www-authenticate")}
+        return json_response({"error": _http_error_text(exc)}, status=exc.status, headers=headers)
+    except ConnectionFailure as exc:
+        logger.warning("MongoDB unavailable during %s %s: %s", request.method, request.path, exc)
+        return json_response({"error": f"MongoDB unavailable: {exc}"}, status=503)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        logger.exception("unhandled error in %s %s", request.method, request.path)
+        return json_response({"error": "internal server error"}, status=500)
+
+
+def _http_error_text(exc: web.HTTPException) -> str:
+    if exc.status == 404:
+        return "not found"
+    if exc.status == 405:
+        return f"method not allowed; allowed: {exc.headers.get('Allow', '')}"
+    return exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else exc.reason
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """With API_TOKEN set, mutating requests need ``Authorization: Bearer <token>`` (constant-time compare)."""
+    token = request.app[SETTINGS].api_token
+    if token and request.method in MUTATING:
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+            raise ApiError(401, "missing or wrong bearer token (Authorization: Bearer <API_TOKEN>)",
+                           {"WWW-Authenticate": 'Bearer realm="jobstream"'})
+    return await handler(request)

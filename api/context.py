@@ -1,0 +1,46 @@
+"""What the handlers find on the application: typed keys and the API's own tuning options."""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import web
+from aiohttp_sse import EventSourceResponse
+
+from api.events import LogHub
+from api.kafka import KafkaLink
+from api.metrics import ApiMetrics
+from streams.settings import Settings
+from streams.store import Store
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+
+
+@dataclass(frozen=True, slots=True)
+class ApiOptions:
+    """Knobs that only the API has and tests need to turn (the SPEC's settings live in Settings)."""
+
+    sse_ping_seconds: float = 15.0
+    sse_retry_ms: int = 2000
+    sse_ring_size: int = 1000
+    sse_queue_size: int = 256
+    health_timeout_seconds: float = 3.0
+    kafka_wait_seconds: float = 5.0  # how long a run request waits for a producer that is (re)connecting
+    follower_ready_seconds: float = 20.0  # start-up waits this long for the import.logs follower
+    seed_feeds: bool = True
+    process_metrics: bool = True
+    static_dir: Path = field(default=STATIC_DIR)
+
+
+SETTINGS = web.AppKey("settings", Settings)
+OPTIONS = web.AppKey("options", ApiOptions)
+STORE = web.AppKey("store", Store)
+KAFKA = web.AppKey("kafka", KafkaLink)
+HUB = web.AppKey("hub", LogHub)
+METRICS = web.AppKey("metrics", ApiMetrics)
+STREAMS = web.AppKey("streams", weakref.WeakSet[EventSourceResponse])
+FOLLOWER_READY = web.AppKey("follower_ready", asyncio.Event)
+STATIC_FILES = web.AppKey("static_files", dict[str, Path])

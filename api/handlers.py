@@ -1,0 +1,288 @@
+"""The HTTP handlers of SPEC §5: parse with ``api.queries``, do one store or Kafka call, answer JSON."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from aiohttp_sse import EventSourceResponse, sse_response
+from pymongo import ASCENDING, DESCENDING
+from pymongo.errors import DuplicateKeyError
+
+from api import queries
+from api.context import HUB, KAFKA, METRICS, OPTIONS, SETTINGS, STATIC_FILES, STORE, STREAMS
+from api.events import LogEvent, LogHub, Replay
+from api.openapi import openapi_document
+from api.queries import ApiError, Document, feed_json, to_json
+from streams.commands import request_runs
+
+logger = logging.getLogger(__name__)
+routes = web.RouteTableDef()
+
+STATIC_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
+                ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml", ".png": "image/png"}
+# The dashboard loads nothing from elsewhere and runs no inline code: feed content can never become script.
+DASHBOARD_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+                 "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+LOG_LIST_PROJECTION = {"_id": 0, "failures": 0}
+JOB_LIST_PROJECTION = {"_id": 0, "description": 0}
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response(to_json(data), status=status, headers=headers,
+                             dumps=partial(json.dumps, separators=(",", ":"), default=str))
+
+
+async def json_body(request: web.Request) -> Any:
+    """The parsed body; None when empty; 400 when it is not JSON."""
+    if not request.body_exists:
+        return None
+    raw = await request.read()
+    if not raw.strip():
+        return None
+    try:
+        return json.loads(raw)
+    except UnicodeDecodeError:
+        raise ApiError(400, "request body is not valid JSON: not UTF-8 text") from None
+    except json.JSONDecodeError as exc:
+        raise ApiError(400, f"request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+
+
+# --- health, metrics, documents ------------------------------------------------------------------
+
+
+@routes.get("/health")
+async def health(request: web.Request) -> web.Response:
+    timeout = request.app[OPTIONS].health_timeout_seconds
+    kafka, mongo = await asyncio.gather(request.app[KAFKA].check(timeout), _mongo_check(request, timeout))
+    healthy = kafka == "ok" and mongo == "ok"
+    return json_response({"status": "ok" if healthy else "error", "kafka": kafka, "mongo": mongo},
+                         status=200 if healthy else 503)
+
+
+async def _mongo_check(request: web.Request, timeout: float) -> str:
+    try:
+        await asyncio.wait_for(request.app[STORE].ping(), timeout)
+    except TimeoutError:
+        return f"error: no answer to ping within {timeout:g}s"
+    except Exception as exc:  # reported, not raised: this is the health check
+        return f"error: {type(exc).__name__}: {exc}"
+    return "ok"
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.StreamResponse:
+    return await request.app[METRICS].handler(request)
+
+
+@routes.get("/api/openapi.json")
+async def openapi(request: web.Request) -> web.Response:
+    return json_response(openapi_document())
+
+
+@routes.get("/")
+async def dashboard(request: web.Request) -> web.FileResponse:
+    return _static(request, "index.html")
+
+
+@routes.get("/static/{path:.+}")
+async def static_file(request: web.Request) -> web.FileResponse:
+    """Only files found in api/static at start-up are served: no path from the URL reaches the filesystem."""
+    return _static(request, request.match_info["path"])
+
+
+def _static(request: web.Request, name: str) -> web.FileResponse:
+    path = request.app[STATIC_FILES].get(name)
+    if path is None:
+        raise ApiError(404, f"no static file {name!r}")
+    headers = {"Content-Type": STATIC_TYPES[path.suffix], "Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"}
+    if path.suffix == ".html":
+        headers["Content-Security-Policy"] = DASHBOARD_CSP
+        headers["Referrer-Policy"] = "no-referrer"
+    return web.FileResponse(path, headers=headers)
+
+
+def static_files(directory: Path) -> dict[str, Path]:
+    """The dashboard's files by URL path below /static/."""
+    return {path.relative_to(directory).as_posix(): path for path in sorted(directory.rglob("*"))
+            if path.is_file() and path.suffix in STATIC_TYPES}
+
+
+# --- import runs ---------------------------------------------------------------------------------
+
+
+@routes.post("/api/import/run")
+async def run_import(request: web.Request) -> web.Response:
+    urls = queries.requested_urls(await json_body(request))
+    store = request.app[STORE]
+    if urls is None:
+        feeds = await store.enabled_feeds()
+        urls = [str(feed["url"]) for feed in feeds]
+    else:
+        feeds = [doc async for doc in store.feeds.find({"url": {"$in": urls}})]
+    entries = queries.run_entries(urls, {str(feed["url"]): feed for feed in feeds})
+    if not entries:
+        return json_response({"runs": []}, status=202)
+    send = await request.app[KAFKA].sender(request.app[OPTIONS].kafka_wait_seconds)
+    commands = await request_runs(send, request.app[SETTINGS], entries, "manual")
+    request.app[METRICS].runs_requested.inc(len(commands))
+    logger.info("runs requested over the API count=%d urls=%s", len(commands), ",".join(urls))
+    return json_response({"runs": [{"runId": c["runId"], "sourceUrl": c["sourceUrl"]} for c in commands]}, status=202)
+
+
+@routes.get("/api/import-logs")
+async def list_import_logs(request: web.Request) -> web.Response:
+    page = queries.parse_page(request.query)
+    query = queries.import_logs_query(request.query)
+    logs = request.app[STORE].import_logs
+    unstarted_total, started_total = await asyncio.gather(
+        logs.count_documents(query.unstarted), logs.count_documents(query.started))
+    cut = queries.split_page(page, unstarted_total)
+    items: list[Document] = []
+    if cut.unstarted_limit:
+        cursor = logs.find(query.unstarted, LOG_LIST_PROJECTION).sort([("requestedAt", DESCENDING), ("runId", DESCENDING)])
+        items += [doc async for doc in cursor.skip(cut.unstarted_skip).limit(cut.unstarted_limit)]
+    if cut.started_limit:
+        cursor = logs.find(query.started, LOG_LIST_PROJECTION).sort(
+            [("startedAt", DESCENDING), ("requestedAt", DESCENDING), ("runId", DESCENDING)])
+        items += [doc async for doc in cursor.skip(cut.started_skip).limit(cut.started_limit)]
+    return json_response({"items": items, "page": page.page, "limit": page.limit, "total": unstarted_total + started_total})
+
+
+@routes.get("/api/import-logs/stream")
+async def stream_import_logs(request: web.Request) -> web.StreamResponse:
+    """Live snapshots; see ``api.events`` for ids, resume and the per-client bound."""
+    hub, options, streams, gauge = request.app[HUB], request.app[OPTIONS], request.app[STREAMS], request.app[METRICS].sse_clients
+    async with sse_response(request, ping_interval=options.sse_ping_seconds) as stream:
+        subscription, replay = hub.subscribe(stream.last_event_id, on_drop=stream.stop_streaming)
+        streams.add(stream)
+        gauge.inc()
+        pump = asyncio.create_task(_pump(stream, hub, subscription.queue, replay, options.sse_retry_ms))
+        try:
+            await stream.wait()  # until the client leaves, is dropped, or the server shuts down
+        finally:
+            hub.unsubscribe(subscription)
+            gauge.dec()
+            pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pump
+    return stream
+
+
+async def _pump(stream: EventSourceResponse, hub: LogHub, queue: asyncio.Queue[LogEvent], replay: Replay,
+                retry_ms: int) -> None:
+    """Write the replay, then live events, until a write fails; then end the stream."""
+    try:
+        # The first bytes flush the headers at once, so EventSource reports "open" without waiting for a ping.
+        await stream.write(f"retry: {retry_ms}\n\n".encode())
+        if replay.resync:
+            await stream.send(json.dumps({"lastEventId": hub.last_id}), id=hub.last_id, event="resync")
+        for event in replay.events:
+            await stream.send(event.data, id=event.id, event="import-log")
+        while True:
+            event = await queue.get()
+            await stream.send(event.data, id=event.id, event="import-log")
+    except (ConnectionError, RuntimeError, TimeoutError) as exc:
+        logger.debug("SSE client gone: %s", exc)
+    finally:
+        stream.stop_streaming()
+
+
+@routes.get("/api/import-logs/{runId}")
+async def get_import_log(request: web.Request) -> web.Response:
+    run_id = request.match_info["runId"]
+    doc = await request.app[STORE].import_logs.find_one({"runId": run_id}, {"_id": 0})
+    if doc is None:
+        raise ApiError(404, f"no import run {run_id!r}")
+    return json_response(doc)
+
+
+# --- jobs ----------------------------------------------------------------------------------------
+
+
+@routes.get("/api/jobs")
+async def list_jobs(request: web.Request) -> web.Response:
+    page = queries.parse_page(request.query)
+    conditions = queries.jobs_filter(request.query)
+    jobs = request.app[STORE].jobs
+    cursor = jobs.find(conditions, JOB_LIST_PROJECTION).sort([("publishedAt", DESCENDING), ("dedupeKey", ASCENDING)])
+    items, total = await asyncio.gather(_all(cursor.skip(page.skip).limit(page.limit)), jobs.count_documents(conditions))
+    return json_response({"items": items, "page": page.page, "limit": page.limit, "total": total})
+
+
+async def _all(cursor: Any) -> list[Document]:
+    return [doc async for doc in cursor]
+
+
+@routes.get("/api/jobs/{dedupeKey}")
+async def get_job(request: web.Request) -> web.Response:
+    key = request.match_info["dedupeKey"]
+    doc = await request.app[STORE].jobs.find_one({"dedupeKey": key}, {"_id": 0})
+    if doc is None:
+        raise ApiError(404, f"no job {key!r}")
+    return json_response(doc)
+
+
+# --- the feed registry ---------------------------------------------------------------------------
+
+
+@routes.get("/api/feeds")
+async def list_feeds(request: web.Request) -> web.Response:
+    """Every registered feed with its latest run, so the dashboard shows which feeds are healthy."""
+    store = request.app[STORE]
+    feeds = [doc async for doc in store.feeds.find({}).sort([("createdAt", ASCENDING), ("url", ASCENDING)])]
+    latest = await asyncio.gather(*(
+        store.import_logs.find_one({"sourceUrl": feed["url"]}, {"_id": 0, "runId": 1, "status": 1, "startedAt": 1,
+                                                               "finishedAt": 1, "requestedAt": 1},
+                                   sort=[("requestedAt", DESCENDING)])
+        for feed in feeds))
+    items = [{**feed_json(feed), "lastRun": to_json(run)} for feed, run in zip(feeds, latest, strict=True)]
+    return json_response({"items": items, "total": len(items)})
+
+
+@routes.post("/api/feeds")
+async def add_feed(request: web.Request) -> web.Response:
+    entry = queries.new_feed(await json_body(request))
+    now = datetime.now(UTC)
+    created = now.replace(microsecond=now.microsecond // 1000 * 1000)  # what MongoDB keeps: milliseconds
+    doc: Document = {"url": entry.url, "name": entry.name, "enabled": entry.enabled, "createdAt": created}
+    try:
+        result = await request.app[STORE].feeds.insert_one(doc)
+    except DuplicateKeyError:
+        raise ApiError(409, f"feed already registered: {entry.url}") from None
+    doc["_id"] = result.inserted_id
+    logger.info("feed added url=%s enabled=%s", entry.url, entry.enabled)
+    return json_response({**feed_json(doc), "lastRun": None}, status=201,
+                         headers={"Location": f"/api/feeds/{result.inserted_id}"})
+
+
+@routes.patch("/api/feeds/{id}")
+async def change_feed(request: web.Request) -> web.Response:
+    feed_id = queries.parse_object_id(request.match_info["id"])
+    changes = queries.feed_changes(await json_body(request))
+    feeds = request.app[STORE].feeds
+    result = await feeds.update_one({"_id": feed_id}, {"$set": changes})
+    if result.matched_count == 0:
+        raise ApiError(404, f"no feed with id {feed_id}")
+    doc = await feeds.find_one({"_id": feed_id})
+    if doc is None:  # deleted between the two calls
+        raise ApiError(404, f"no feed with id {feed_id}")
+    logger.info("feed changed url=%s %s", doc["url"], " ".join(f"{k}={v}" for k, v in changes.items()))
+    return json_response(feed_json(doc))
+
+
+@routes.delete("/api/feeds/{id}")
+async def delete_feed(request: web.Request) -> web.Response:
+    feed_id = queries.parse_object_id(request.match_info["id"])
+    doc = await request.app[STORE].feeds.find_one_and_delete({"_id": feed_id})
+    if doc is None:
+        raise ApiError(404, f"no feed with id {feed_id}")
+    logger.info("feed deleted url=%s", doc["url"])
+    return web.Response(status=204)

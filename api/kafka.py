@@ -1,0 +1,134 @@
+"""The API's two Kafka clients: a producer that requests runs, and the import.logs follower behind SSE."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from aiokafka import AIOKafkaClient, AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from api.events import LogHub, snapshot_from
+from api.queries import ApiError
+from streams.commands import Send, aiokafka_sender, producer_for
+from streams.settings import Settings
+from streams.topics import ensure_topics
+
+logger = logging.getLogger(__name__)
+
+MAX_BACKOFF_SECONDS = 30.0
+
+
+class KafkaLink:
+    """A producer that is (re)started in the background, so the API serves reads while Kafka is away."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.producer: AIOKafkaProducer | None = None
+        self.started = asyncio.Event()
+        self.last_error = "not connected yet"
+
+    async def connect(self) -> None:
+        """Retry with backoff until the producer is up; aiokafka handles broker reconnects after that."""
+        delay = 0.5
+        while self.producer is None:
+            producer = producer_for(self.settings)
+            try:
+                await producer.start()
+            except Exception as exc:  # any failure means "retry later"; logged
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                logger.warning("Kafka producer not started error=%s retry_in=%.1fs", self.last_error, delay)
+                await producer.stop()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, MAX_BACKOFF_SECONDS)
+                continue
+            self.producer = producer
+            self.started.set()
+            logger.info("Kafka producer connected bootstrap=%s", self.settings.kafka_bootstrap_servers)
+
+    async def sender(self, wait_seconds: float) -> Send:
+        """The Send of ``streams.commands``, or a 503 when Kafka is not reachable within ``wait_seconds``."""
+        try:
+            await asyncio.wait_for(self.started.wait(), wait_seconds)
+        except TimeoutError:
+            raise ApiError(503, f"Kafka unavailable: {self.last_error}") from None
+        assert self.producer is not None  # noqa: S101 - set before ``started``
+        return aiokafka_sender(self.producer)
+
+    async def check(self, timeout: float) -> str:
+        """``ok`` when the cluster answers a metadata request in time, else ``error: ...``."""
+        if self.producer is None:
+            return f"error: {self.last_error}"
+        try:
+            metadata = await asyncio.wait_for(self.producer.client.fetch_all_metadata(), timeout)
+        except TimeoutError:
+            return f"error: no metadata answer within {timeout:g}s"
+        except Exception as exc:  # reported to the caller, not raised
+            return f"error: {type(exc).__name__}: {exc}"
+        return "ok" if metadata.brokers() else "error: no brokers in metadata"
+
+    async def close(self) -> None:
+        if self.producer is not None:
+            await self.producer.stop()
+
+
+async def partitions_of(settings: Settings, topic: str) -> set[int]:
+    """The topic's partition numbers from a fresh metadata request (a group-less consumer has none cached)."""
+    client = AIOKafkaClient(bootstrap_servers=settings.kafka_bootstrap_servers, request_timeout_ms=10000)
+    try:
+        await client.bootstrap()
+        numbers = (await client.fetch_all_metadata()).partitions_for_topic(topic)
+    finally:
+        await client.close()
+    if not numbers:
+        raise RuntimeError(f"topic {topic} has no partitions in metadata")
+    return set(numbers)
+
+
+async def follow_import_logs(settings: Settings, hub: LogHub, ready: asyncio.Event,
+                             on_record: Callable[[], None] | None = None) -> None:
+    """Feed the hub from ``import.logs``: no consumer group, all partitions, from the end.
+
+    Without a group every API instance sees every snapshot. After an error the consumer is rebuilt
+    and continues from the offsets already delivered, so a Kafka hiccup loses no event.
+    """
+    topic = settings.topic("import.logs")
+    positions: dict[TopicPartition, int] = {}
+    delay = 0.5
+    while True:
+        consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, group_id=None,
+                                    enable_auto_commit=False, auto_offset_reset="latest")
+        try:
+            await ensure_topics(settings)
+            partitions = [TopicPartition(topic, number) for number in sorted(await partitions_of(settings, topic))]
+            await consumer.start()
+            consumer.assign(partitions)
+            fresh = [tp for tp in partitions if tp not in positions]
+            if fresh:
+                await consumer.seek_to_end(*fresh)
+            for tp in partitions:
+                if tp in positions:
+                    consumer.seek(tp, positions[tp])
+                else:
+                    positions[tp] = await consumer.position(tp)  # resolve "end" now, before anyone produces
+            ready.set()
+            delay = 0.5
+            logger.info("following %s partitions=%d", topic, len(partitions))
+            while True:
+                batches = await consumer.getmany(timeout_ms=1000)
+                for tp, records in batches.items():
+                    for record in records:
+                        positions[tp] = record.offset + 1
+                        snapshot = snapshot_from(record.value)
+                        if snapshot is not None:
+                            hub.publish(snapshot)
+                            if on_record is not None:
+                                on_record()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the follower must outlive broker outages
+            logger.warning("import.logs follower error=%s: %s retry_in=%.1fs", type(exc).__name__, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, MAX_BACKOFF_SECONDS)
+        finally:
+            await consumer.stop()

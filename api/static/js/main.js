@@ -1,0 +1,134 @@
+// Wires the dashboard together: tabs (hash routes), the live stream, the run button, token and toasts.
+
+import { api, getToken, setToken } from "./api.js";
+import { FeedsView } from "./feeds.js";
+import { badge, debounce, fmtNumber, fmtRelative, h } from "./format.js";
+import { JobsView } from "./jobs.js";
+import { connectLive } from "./live.js";
+import { RunsView } from "./runs.js";
+
+function toast(message, kind = "info") {
+  const item = h("div", { class: "toast", dataset: { kind } }, message);
+  document.getElementById("toasts").append(item);
+  setTimeout(() => item.remove(), kind === "error" ? 7000 : 3500);
+}
+
+const refreshTiles = debounce(async () => {
+  try {
+    const [active, latest, jobs] = await Promise.all([
+      api("/api/import-logs?status=pending,running&limit=1"),
+      api("/api/import-logs?limit=1"),
+      api("/api/jobs?limit=1"),
+    ]);
+    document.getElementById("tile-active").textContent = fmtNumber(active.total);
+    document.getElementById("tile-jobs").textContent = fmtNumber(jobs.total);
+    const run = latest.items[0];
+    document.getElementById("tile-latest").replaceChildren(...(run
+      ? [badge(run.status), h("span", { class: "muted" }, fmtRelative(run.startedAt || run.requestedAt))]
+      : ["–"]));
+  } catch {
+    /* tiles are a summary; the table shows the error */
+  }
+}, 400);
+
+const runs = new RunsView({ toast, onRunChanged: () => refreshTiles() });
+const jobs = new JobsView({ toast });
+const feeds = new FeedsView({
+  toast,
+  onChanged: (items) => {
+    runs.setSources(items);
+    jobs.setSources(items);
+    document.getElementById("tile-feeds").textContent = `${items.filter((f) => f.enabled).length} / ${items.length}`;
+  },
+  onRunRequested: (requested) => addRequested(requested),
+});
+
+/** Show requested runs at once as pending; the stream then moves them along. */
+function addRequested(requested) {
+  const now = new Date().toISOString();
+  for (const { runId, sourceUrl } of requested) {
+    const feed = feeds.feeds.find((f) => f.url === sourceUrl);
+    runs.apply({ runId, sourceUrl, sourceName: feed ? feed.name : sourceUrl, status: "pending", requestedAt: now, startedAt: null,
+                 totalFetched: 0, newJobs: 0, updatedJobs: 0, unchangedJobs: 0, failedJobs: 0, trigger: "manual" });
+  }
+}
+
+// --- run import now --------------------------------------------------------------------------
+const runButton = document.getElementById("run-import");
+runButton.addEventListener("click", async () => {
+  runButton.disabled = true;
+  try {
+    const data = await api("/api/import/run", { method: "POST" });
+    if (!data.runs.length) {
+      toast("No enabled feeds to import: add one under Feeds", "error");
+    } else {
+      addRequested(data.runs);
+      toast(`Import requested for ${data.runs.length} feed${data.runs.length === 1 ? "" : "s"}`);
+      if (!location.hash.startsWith("#/imports")) location.hash = "#/imports";
+    }
+  } catch (err) {
+    toast(`Run import: ${err.message}`, "error");
+  } finally {
+    runButton.disabled = false;
+  }
+});
+
+// --- token -----------------------------------------------------------------------------------
+const tokenDialog = document.getElementById("token-dialog");
+const tokenInput = document.getElementById("api-token");
+function openToken() {
+  tokenInput.value = getToken();
+  tokenDialog.showModal();
+}
+document.getElementById("token-open").addEventListener("click", openToken);
+document.getElementById("token-form").addEventListener("submit", () => {
+  setToken(tokenInput.value.trim());
+  toast(getToken() ? "Token saved in this browser" : "Token cleared");
+});
+document.getElementById("token-clear").addEventListener("click", () => {
+  setToken("");
+  tokenInput.value = "";
+  tokenDialog.close();
+  toast("Token cleared");
+});
+window.addEventListener("auth-required", () => {
+  if (!tokenDialog.open) openToken();
+});
+
+// --- routes ----------------------------------------------------------------------------------
+function route() {
+  const hash = location.hash || "#/imports";
+  const [, section, id] = hash.match(/^#\/([^/]+)(?:\/(.+))?$/) || [];
+  const tab = section === "runs" ? "imports" : ["imports", "feeds", "jobs"].includes(section) ? section : "imports";
+  for (const view of document.querySelectorAll("[data-view]")) view.hidden = view.dataset.view !== tab;
+  for (const link of document.querySelectorAll("[data-tab]")) {
+    if (link.dataset.tab === tab) link.setAttribute("aria-current", "page");
+    else link.removeAttribute("aria-current");
+  }
+  if (tab === "jobs" && !jobs.loaded) jobs.reload(1);
+  if (tab === "feeds") feeds.reload();
+  if (section === "runs" && id) runs.openDetail(decodeURIComponent(id));
+  else if (runs.dialog.open) runs.dialog.close();
+  if (tab !== "jobs" && jobs.dialog.open) jobs.dialog.close();
+}
+window.addEventListener("hashchange", route);
+
+// --- live ------------------------------------------------------------------------------------
+const live = document.getElementById("live-status");
+const LIVE_TEXT = { connecting: "Connecting…", live: "Live", reconnecting: "Reconnecting…" };
+connectLive({
+  onSnapshot: (run) => runs.apply(run),
+  onResync: () => {
+    runs.reload();
+    refreshTiles();
+  },
+  onState: (state) => {
+    live.dataset.state = state;
+    live.querySelector(".live-text").textContent = LIVE_TEXT[state] || state;
+  },
+});
+
+await Promise.all([runs.reload(1), feeds.reload()]);
+refreshTiles();
+route();
+document.body.dataset.ready = "true";

@@ -1,0 +1,80 @@
+"""kill -9 the worker in the middle of an import, restart it: MongoDB and the counts still end exact."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from models.registry import FeedEntry
+from models.runs import FINISHED
+from streams.commands import aiokafka_sender, producer_for, request_runs
+from streams.topics import ensure_topics
+from tests.support import FeedServer, Process, mongo_db, rss, settings_of
+
+pytestmark = [pytest.mark.e2e, pytest.mark.integration]
+
+ITEMS = 12_000
+
+
+async def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+async def request(env: dict[str, str], url: str) -> str:
+    settings = settings_of(env)
+    await ensure_topics(settings)
+    producer = producer_for(settings)
+    await producer.start()
+    try:
+        [command] = await request_runs(aiokafka_sender(producer), settings, [FeedEntry(url, "crash")], "cli")
+    finally:
+        await producer.stop()
+    return str(command["runId"])
+
+
+async def test_worker_killed_twice_mid_import_still_ends_exact(
+    start_worker: Callable[..., Process], pipeline_env: dict[str, str], feed_server: FeedServer, unique: str
+) -> None:
+    items = [{"guid": f"crash-{i}", "title": f"Engineer {i}", "description": "<p>" + "words " * 40 + "</p>"} for i in range(ITEMS)]
+    url = feed_server.put(f"{unique}-crash.xml", rss(items), conditional=False)
+    db = mongo_db(pipeline_env)
+    worker = start_worker()
+    run_id = await request(pipeline_env, url)
+
+    def run() -> dict[str, Any] | None:
+        return db.import_logs.find_one({"runId": run_id})
+
+    # First kill: the feed is announced and postings are flowing, well before the end.
+    await wait_for(lambda: (r := run()) and r["totalFetched"] == ITEMS, 120, "the feed to be announced")
+    worker.kill()
+    first_kill_jobs = db.jobs.count_documents({})
+    worker = start_worker()
+    # Second kill: in the middle of the writes.
+    await wait_for(lambda: db.jobs.count_documents({}) > max(first_kill_jobs, ITEMS // 3), 180, "a third of the writes")
+    worker.kill()
+    assert db.jobs.count_documents({}) < ITEMS, "the import finished before the second kill: make the feed larger"
+    start_worker()
+
+    final = await wait_for(lambda: (r := run()) and r["status"] in FINISHED and r, 240, "the run to finish")
+    assert final["status"] == "completed", final
+    assert (final["totalFetched"], final["newJobs"], final["updatedJobs"], final["unchangedJobs"], final["failedJobs"]) == (
+        ITEMS, ITEMS, 0, 0, 0)
+    assert db.jobs.count_documents({}) == ITEMS
+    assert db.jobs.count_documents({"version": {"$ne": 1}}) == 0
+    assert sorted(d["_id"] for d in db.jobs.find({}, {"_id": 1})) == sorted(d["dedupeKey"] for d in db.jobs.find({}, {"dedupeKey": 1}))
+
+    # The dedupe table survived the crashes: a re-import is all unchanged and writes nothing.
+    rerun_id = await request(pipeline_env, url)
+    rerun = await wait_for(
+        lambda: (r := db.import_logs.find_one({"runId": rerun_id})) and r["status"] in FINISHED and r, 240, "the re-import")
+    assert (rerun["status"], rerun["unchangedJobs"], rerun["newJobs"], rerun["updatedJobs"]) == ("completed", ITEMS, 0, 0)

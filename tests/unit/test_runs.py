@@ -1,0 +1,114 @@
+"""The run fold: exact counters under duplicated events, finalisation, the SPEC §3 invariant."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from models.runs import fold, requested_event, run_request, snapshot
+from datetime import UTC, datetime
+
+RUN = "run-1"
+COUNTERS = ("newJobs", "updatedJobs", "unchangedJobs", "failedJobs")
+
+
+def event(kind: str, at: str = "2025-01-06T10:00:00Z", **fields: Any) -> dict[str, Any]:
+    return {"type": kind, "runId": RUN, "at": at, **fields}
+
+
+def outcomes(*items: tuple[int, str], at: str = "2025-01-06T10:00:05Z") -> dict[str, Any]:
+    return event("outcomes", at, items=[{"seq": s, "outcome": o} for s, o in items], batch=True)
+
+
+def apply(*events: dict[str, Any], kept: int = 10) -> dict[str, Any]:
+    state: dict[str, Any] | None = None
+    for e in events:
+        state = fold(state, e, kept)
+    assert state is not None
+    return state
+
+
+def invariant(run: dict[str, Any]) -> bool:
+    return bool(run["totalFetched"] == sum(run[c] for c in COUNTERS))
+
+
+def test_run_request_and_requested_event_describe_a_pending_run() -> None:
+    command = run_request("https://x/feed", "X", "manual", datetime(2025, 1, 6, tzinfo=UTC), run_id="r1")
+    assert command == {"runId": "r1", "sourceUrl": "https://x/feed", "sourceName": "X", "trigger": "manual",
+                       "requestedAt": "2025-01-06T00:00:00Z"}
+    run = apply({**requested_event(command), "runId": RUN})
+    assert run["status"] == "pending" and run["sourceUrl"] == "https://x/feed"
+    with pytest.raises(ValueError, match="trigger"):
+        run_request("https://x", "X", "cron", datetime(2025, 1, 6, tzinfo=UTC))
+
+
+def test_a_run_completes_when_every_item_is_accounted() -> None:
+    run = apply(
+        event("started", sourceUrl="https://x/feed", sourceName="X", trigger="cli"),
+        event("fetched", totalFetched=4, failures=[], meta={"httpStatus": 200}),
+        outcomes((0, "created"), (1, "unchanged")),
+    )
+    assert run["status"] == "running"
+    run = fold(run, outcomes((2, "updated"), (3, "created"), at="2025-01-06T10:00:02.500Z"), 10)
+    assert run["status"] == "completed"
+    assert [run[c] for c in COUNTERS] == [2, 1, 1, 0]
+    assert run["finishedAt"] == "2025-01-06T10:00:02.500Z" and run["durationMs"] == 2500
+    assert run["meta"]["batches"] == 2 and invariant(run)
+
+
+def test_duplicated_progress_is_counted_once() -> None:
+    batch = outcomes((0, "created"), (1, "created"))
+    run = apply(event("started"), event("fetched", totalFetched=3, failures=[]), batch, batch, batch)
+    assert run["newJobs"] == 2 and run["status"] == "running" and run["meta"]["batches"] == 1
+    run = fold(run, event("fetched", totalFetched=99, failures=[]), 10)
+    assert run["totalFetched"] == 3, "a replayed announcement does not change the total"
+
+
+def test_outcomes_before_the_announcement_are_kept() -> None:
+    run = apply(outcomes((1, "created")), event("started"), event("fetched", totalFetched=2, failures=[]), outcomes((0, "unchanged")))
+    assert run["status"] == "completed" and run["newJobs"] == 1 and run["unchangedJobs"] == 1
+
+
+def test_item_failures_make_a_partial_run_and_are_capped() -> None:
+    failures = [{"seq": i, "key": f"item[{i}]", "reason": "missing guid and link", "stage": "normalise"} for i in range(5)]
+    run = apply(event("started"), event("fetched", totalFetched=6, failures=failures), outcomes((5, "created")), kept=3)
+    assert run["status"] == "partial"
+    assert run["failedJobs"] == 5 and len(run["failures"]) == 3 and run["failuresTruncated"] is True
+    assert run["failures"][0] == {"key": "item[0]", "reason": "missing guid and link", "stage": "normalise"}
+    assert invariant(run)
+
+
+def test_feed_level_failure_is_failed_with_zero_counts() -> None:
+    run = apply(event("started"), event("failed", at="2025-01-06T10:00:01Z", error="XML parse error: no element found"))
+    assert run["status"] == "failed" and run["error"].startswith("XML parse error")
+    assert [run[c] for c in COUNTERS] == [0, 0, 0, 0] and invariant(run)
+
+
+def test_not_modified_is_completed_with_zero_counts() -> None:
+    run = apply(event("started"), event("fetched", totalFetched=0, failures=[], meta={"notModified": True, "httpStatus": 304}))
+    assert run["status"] == "completed" and run["meta"]["notModified"] is True and invariant(run)
+
+
+def test_timeout_counts_the_missing_items_as_failed_and_keeps_the_invariant() -> None:
+    run = apply(event("started"), event("fetched", totalFetched=10, failures=[]), outcomes((0, "created"), (1, "created")),
+                event("timeout", at="2025-01-06T10:15:00Z", afterSeconds=900))
+    assert run["status"] == "failed" and run["failedJobs"] == 8 and invariant(run)
+    assert "2 of 10" in run["error"]
+
+
+def test_finished_runs_ignore_late_events() -> None:
+    run = apply(event("started"), event("failed", error="boom"))
+    assert fold(run, outcomes((0, "created")), 10) == run
+
+
+def test_unknown_event_type_is_an_error() -> None:
+    with pytest.raises(ValueError, match="unknown progress event"):
+        apply(event("bogus"))
+
+
+def test_snapshot_is_the_import_logs_document() -> None:
+    run = apply(event("started", sourceUrl="https://x/feed"), event("fetched", totalFetched=1, failures=[]), outcomes((0, "updated")))
+    doc = snapshot(run)
+    assert "seen" not in doc and "announced" not in doc
+    assert doc["fileName"] == "https://x/feed" and doc["totalImported"] == 1
