@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import UTC, datetime
 from collections import defaultdict
+from datetime import UTC, datetime
 from typing import Any
 
-from faust.types import EventT, StreamT
+from faust.types import StreamT
 
 from agents import metrics
 from models.dedupe import classify
 from models.postings import change_event
 from models.runs import iso, outcomes_event
-from streams.app import Pipeline, set_current_event
+from streams.app import Pipeline, ack_all, batches, set_current_event
 
 logger = logging.getLogger(__name__)
 
@@ -32,8 +32,7 @@ def attach(pipeline: Pipeline) -> None:
         return datetime.now(UTC)
 
     async def dedupe(stream: StreamT[Any]) -> None:
-        async for batch in stream.noack_take(settings.batch_size, within=min(settings.batch_window_seconds, 0.5)):
-            events: list[EventT] = list(batch)  # type: ignore[arg-type]
+        async for events in batches(stream, settings.batch_size, within=min(settings.batch_window_seconds, 0.5)):
             pending = []
             unchanged: dict[str, list[dict[str, Any]]] = defaultdict(list)
             for event in events:
@@ -52,7 +51,6 @@ def attach(pipeline: Pipeline) -> None:
             for run_id, items in unchanged.items():
                 pending.append(await topics.progress.send(key=run_id, value=outcomes_event(run_id, items, iso(now()))))
             await asyncio.gather(*pending)
-            for event in events:
-                await stream.ack(event)
+            await ack_all(stream, events)
 
     pipeline.app.agent(topics.parsed, name="dedupe", concurrency=1)(dedupe)

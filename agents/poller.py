@@ -18,15 +18,15 @@ from typing import Any
 
 import aiohttp
 from bson import Binary
+from faust.types import StreamT
 from pymongo.errors import DuplicateKeyError
-from faust.types import EventT, StreamT
 
 from agents import metrics
 from agents.fetch import FetchError, FetchResult, Validators, fetch_feed
 from models.feed import FeedError, ItemFailure, ParsedFeed, parse_feed
 from models.postings import posting_json
 from models.runs import iso
-from streams.app import Pipeline
+from streams.app import Pipeline, ack_all, batches
 from streams.store import Store
 
 logger = logging.getLogger(__name__)
@@ -44,7 +44,21 @@ def attach(pipeline: Pipeline, store: Store, session: Callable[[], aiohttp.Clien
         """Progress is awaited until the broker has it: the stats agent must not miss a step."""
         await (await topics.progress.send(key=run_id, value={"runId": run_id, "at": iso(now()), **event}))
 
+    async def repair(command: dict[str, Any]) -> None:
+        """Republish the listed items of a run from its stored payload (see agents/stats.py)."""
+        run_id = command["runId"]
+        if await store.raw_feeds.find_one({"_id": run_id}, {"_id": 1}) is None:
+            logger.error("cannot repair run_id=%s: its raw payload is gone", run_id)
+            return
+        fetched = await load_payload(command)
+        feed = await asyncio.get_running_loop().run_in_executor(None, parse_feed, fetched.body, command["sourceUrl"],
+                                                                command.get("sourceName", ""))
+        await publish_items(command, feed, set(command["repairSeqs"]))
+
     async def run_import(command: dict[str, Any]) -> None:
+        if command.get("repairSeqs"):
+            await repair(command)
+            return
         run_id, url = command["runId"], command["sourceUrl"]
         await progress(run_id, {"type": "started", **{k: command[k] for k in ("sourceUrl", "sourceName", "trigger", "requestedAt")}})
         try:
@@ -79,17 +93,22 @@ def attach(pipeline: Pipeline, store: Store, session: Callable[[], aiohttp.Clien
         ]
         meta = {**meta, "feedKind": feed.kind, "feedTitle": feed.title}
         await progress(run_id, {"type": "fetched", "totalFetched": len(feed.items), "failures": failures, "meta": meta})
+        metrics.ITEMS.labels(feed=url, outcome="failed").inc(len(failures))
+        await publish_items(command, feed, None)
+
+    async def publish_items(command: dict[str, Any], feed: ParsedFeed, only: set[int] | None) -> None:
+        """One jobs.parsed event per posting (or per listed posting), awaited until the broker has them all."""
+        run_id, url = command["runId"], command["sourceUrl"]
         fetched_at = iso(now())
         pending: list[Awaitable[Any]] = []
         for seq, item in enumerate(feed.items):
-            if isinstance(item, ItemFailure):
+            if isinstance(item, ItemFailure) or (only is not None and seq not in only):
                 continue
             value = {**posting_json(item), "runId": run_id, "seq": seq, "fetchedAt": fetched_at}
             pending.append(await topics.parsed.send(key=item.dedupe_key, value=value))
         await asyncio.gather(*pending)
         metrics.ITEMS_PARSED.labels(feed=url).inc(len(pending))
-        metrics.ITEMS.labels(feed=url, outcome="failed").inc(len(failures))
-        logger.info("published run_id=%s url=%s items=%d failed=%d", run_id, url, len(pending), len(failures))
+        logger.info("published run_id=%s url=%s items=%d%s", run_id, url, len(pending), " (repair)" if only is not None else "")
 
     async def load_payload(command: dict[str, Any]) -> FetchResult:
         """The stored payload of a replayed run, else a fresh conditional fetch (stored before use)."""
@@ -130,14 +149,13 @@ def attach(pipeline: Pipeline, store: Store, session: Callable[[], aiohttp.Clien
 
     async def poll(stream: StreamT[Any]) -> None:
         """A few commands at a time run concurrently; each is acked only once its run is published."""
-        async for batch in stream.noack_take(COMMANDS_AT_ONCE, within=0.1):
-            events: list[EventT] = list(batch)  # type: ignore[arg-type]
+        async for events in batches(stream, COMMANDS_AT_ONCE, within=0.1):
             results = await asyncio.gather(*(run_import(event.value) for event in events), return_exceptions=True)
             for event, result in zip(events, results, strict=True):
                 if isinstance(result, Exception):
                     # A bug or an outage outlasting the retries: the run ends failed, the pipeline goes on.
                     logger.error("run crashed run_id=%s error=%r", event.value.get("runId"), result, exc_info=result)
                     await progress(event.value["runId"], {"type": "failed", "error": f"internal error: {result!r}"})
-                await stream.ack(event)
+            await ack_all(stream, events)
 
     pipeline.app.agent(pipeline.topics.commands, name="poller", concurrency=1)(poll)

@@ -26,7 +26,7 @@ FIRST_RUN_DELAY_SECONDS = 5.0
 def attach(pipeline: Pipeline, store: Store) -> None:
     app, settings = pipeline.app, pipeline.settings
     interval = settings.import_interval_minutes * 60
-    next_due = time.monotonic() + FIRST_RUN_DELAY_SECONDS
+    next_due = time.monotonic() + (FIRST_RUN_DELAY_SECONDS if settings.import_on_start else interval)
 
     async def send(topic: str, key: str, value: dict[str, object]) -> None:
         await (await app.send(topic, key=key, value=value))

@@ -16,14 +16,14 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from faust.types import EventT, StreamT
+from faust.types import StreamT
 from pymongo import InsertOne, UpdateOne
 from pymongo.errors import BulkWriteError, ConnectionFailure, DuplicateKeyError, PyMongoError
 
 from agents import metrics
 from models.postings import job_insert, job_upsert
 from models.runs import iso, outcomes_event, parse_iso
-from streams.app import Pipeline
+from streams.app import Pipeline, ack_all, batches
 from streams.store import Store
 
 logger = logging.getLogger(__name__)
@@ -107,8 +107,7 @@ def attach(pipeline: Pipeline, store: Store) -> None:
             return rejected
 
     async def sink(stream: StreamT[Any]) -> None:
-        async for batch in stream.noack_take(settings.batch_size, within=settings.batch_window_seconds):
-            events: list[EventT] = list(batch)  # type: ignore[arg-type]
+        async for events in batches(stream, settings.batch_size, within=settings.batch_window_seconds):
             changes = [event.value for event in events]
             rejected = await write_until_accepted(changes)
             written_at = datetime.now(UTC)
@@ -134,7 +133,6 @@ def attach(pipeline: Pipeline, store: Store) -> None:
             for run_id, items in outcomes.items():
                 pending.append(await topics.progress.send(key=run_id, value=outcomes_event(run_id, items, at, batch=True)))
             await asyncio.gather(*pending)
-            for event in events:
-                await stream.ack(event)
+            await ack_all(stream, events)
 
     pipeline.app.agent(topics.upserts, name="sink", concurrency=1)(sink)

@@ -8,18 +8,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from datetime import UTC, datetime
 from typing import Any
 
-from faust.types import EventT, StreamT
+from faust.types import StreamT
 from pymongo import ReplaceOne
 from pymongo.errors import ConnectionFailure
 
 from agents import metrics
-from models.runs import FINISHED, as_mongo, fold, snapshot
-from streams.app import Pipeline, set_current_event
+from models.runs import FINISHED, as_mongo, fold, missing_seqs, needs_repair, snapshot
+from streams.app import JsonEvent, Pipeline, ack_all, batches, set_current_event
 from streams.store import Store
 
 logger = logging.getLogger(__name__)
+
+REPAIR_CHECK_SECONDS = 5.0
+REPAIR_MAX_ITEMS = 100_000
 
 
 def attach(pipeline: Pipeline, store: Store) -> None:
@@ -41,9 +46,8 @@ def attach(pipeline: Pipeline, store: Store) -> None:
                 delay = min(delay * 2, 30.0)
 
     async def stats(stream: StreamT[Any]) -> None:
-        async for batch in stream.noack_take(1000, within=0.25):
-            events: list[EventT] = list(batch)  # type: ignore[arg-type]
-            by_run: dict[str, list[EventT]] = {}
+        async for events in batches(stream, 1000, within=0.25):
+            by_run: dict[str, list[JsonEvent]] = {}
             for event in events:
                 by_run.setdefault(event.value["runId"], []).append(event)
             snapshots = []
@@ -68,7 +72,32 @@ def attach(pipeline: Pipeline, store: Store) -> None:
                 await project(snapshots)
                 pending = [await topics.logs.send(key=doc["runId"], value=doc) for doc in snapshots]
                 await asyncio.gather(*pending)
-            for event in events:
-                await stream.ack(event)
+            await ack_all(stream, events)
+
+    last_repair: dict[str, float] = {}
+
+    async def repair_stalled_runs() -> None:
+        """Ask the poller to republish the items of a silent run that still lack an outcome.
+
+        Every step downstream is idempotent, so a republished item either gets its first outcome
+        or its original one again; this makes the counts exact even if a consumer skipped events
+        (faust-streaming has open reports of that around rebalances and restarts).
+        """
+        now = datetime.now(UTC)
+        for run_id, state in list(table.items()):
+            if state is None or not needs_repair(state, now, settings.repair_after_seconds):
+                continue
+            if time.monotonic() - last_repair.get(run_id, -1e9) < settings.repair_after_seconds:
+                continue
+            missing = missing_seqs(state, REPAIR_MAX_ITEMS)
+            if not missing:
+                continue
+            last_repair[run_id] = time.monotonic()
+            logger.warning("run silent for %.0fs with %d items unaccounted: republishing run_id=%s",
+                           settings.repair_after_seconds, len(missing), run_id)
+            metrics.REPAIRS.inc()
+            command = {key: state[key] for key in ("runId", "sourceUrl", "sourceName", "trigger", "requestedAt")}
+            await (await topics.commands.send(key=state["sourceUrl"], value={**command, "repairSeqs": missing}))
 
     pipeline.app.agent(topics.progress, name="stats", concurrency=1)(stats)
+    pipeline.app.timer(REPAIR_CHECK_SECONDS, name="repair_stalled_runs")(repair_stalled_runs)

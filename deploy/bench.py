@@ -52,7 +52,8 @@ async def main() -> None:
     url = server.put("bench.xml", body, conditional=False)
     worker = Process("worker", env, workdir / "worker.log")
     worker.start(WORKER_READY)
-    assert worker.proc is not None
+    if worker.proc is None:
+        raise RuntimeError("worker did not start")
     print(f"feed: {args.items} postings, {len(body) / 1e6:.1f} MB; partitions={args.partitions} batch={args.batch_size}")
     try:
         for label in ("first import", "re-import (unchanged)"):

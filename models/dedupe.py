@@ -28,9 +28,9 @@ class Classification:
 def classify(previous: dict[str, Any] | None, fingerprint: str, run_id: str, seq: int) -> Classification:
     """Decide the outcome of item ``seq`` of run ``run_id`` given the key's previous table value."""
     if previous is not None:
-        for recent_run, recent_seq, outcome, version in previous.get("recent", ()):
+        for recent_run, recent_seq, recent_outcome, recent_version in previous.get("recent", ()):
             if recent_run == run_id and recent_seq == seq:
-                return Classification(outcome, version, previous, replayed=True)
+                return Classification(recent_outcome, recent_version, previous, replayed=True)
     if previous is None:
         outcome: Outcome = "created"
         version = 1

@@ -87,6 +87,7 @@ def empty_run(run_id: str) -> dict[str, Any]:
         "failuresTruncated": False,
         "error": None,
         "meta": {"batches": 0},
+        "lastProgressAt": None,
         "seen": "",
     }
 
@@ -99,6 +100,7 @@ def fold(state: dict[str, Any] | None, event: Mapping[str, Any], max_failures_ke
     kind = event["type"]
     if run["status"] in FINISHED:
         return run  # late or replayed events never reopen a finished run
+    run["lastProgressAt"] = event["at"]
     if kind in ("requested", "started"):
         for key in ("sourceUrl", "sourceName", "trigger", "requestedAt"):
             if event.get(key):
@@ -161,6 +163,27 @@ def _account(run: dict[str, Any], items: Iterable[tuple[int, str, Mapping[str, A
                 run["failuresTruncated"] = True
     run["seen"] = base64.b64encode(bytes(seen)).decode()
     return added
+
+
+def missing_seqs(run: Mapping[str, Any], limit: int) -> list[int]:
+    """Sequence numbers of an announced run that have no outcome yet (at most ``limit``)."""
+    seen = base64.b64decode(run["seen"])
+    missing: list[int] = []
+    for seq in range(int(run["totalFetched"])):
+        byte, bit = divmod(seq, 8)
+        if byte >= len(seen) or not seen[byte] & (1 << bit):
+            missing.append(seq)
+            if len(missing) >= limit:
+                break
+    return missing
+
+
+def needs_repair(run: Mapping[str, Any], now: datetime, after_seconds: float) -> bool:
+    """A running, announced run that has heard nothing for ``after_seconds``: some outcome was lost."""
+    if run["status"] in FINISHED or not run["announced"]:
+        return False
+    last = parse_iso(run.get("lastProgressAt"))
+    return last is not None and (now - last).total_seconds() >= after_seconds
 
 
 def _accounted(run: Mapping[str, Any]) -> int:

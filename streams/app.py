@@ -8,12 +8,13 @@ pipelines (own topic prefix, own app id) side by side.
 from __future__ import annotations
 
 import weakref
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, cast
 
 import faust
 from faust.streams import _current_event
-from faust.types import EventT, TopicT
+from faust.types import EventT, StreamT, TopicT
 
 from streams.settings import Settings
 
@@ -102,16 +103,39 @@ def create_pipeline(settings: Settings) -> Pipeline:
         logs=topic("import.logs"),
         dlq=topic("jobs.dlq"),
     )
-    dedupe_table = app.Table("dedupe", default=None, partitions=settings.topic_partitions, key_type=str, value_type=None)
-    runs_table = app.Table("runs", default=None, partitions=settings.topic_partitions, key_type=str, value_type=None)
+    tables = [
+        app.Table(name, default=None, partitions=settings.topic_partitions, key_type=str, value_type=None) for name in TABLES
+    ]
+    dedupe_table, runs_table = cast(list[faust.Table[str, Any]], tables)
     return Pipeline(settings, app, topics, dedupe_table, runs_table)
 
 
-def set_current_event(event: EventT) -> None:
+def set_current_event(event: JsonEvent) -> None:
     """Make ``event`` the one a table write belongs to.
 
     Faust decides a table key's changelog partition (and its RocksDB partition) from the current
     event. Inside a batch from ``noack_take`` the current event is the batch's last one, which is
     the wrong partition for every other key; each write therefore names its own event first.
     """
-    _current_event.set(weakref.ref(event))
+    _current_event.set(weakref.ref(cast(EventT[Any], event)))
+
+
+class JsonEvent(Protocol):
+    """What the agents use of a Faust event: its JSON value and its Kafka message."""
+
+    value: dict[str, Any]
+    message: Any
+
+
+async def batches(stream: StreamT[Any], size: int, within: float) -> AsyncIterator[list[JsonEvent]]:
+    """Windowed batches of events that are *not* acked: the agent acks them after its work is safe.
+
+    (``stream.take()`` acks in a ``finally``, even when the body failed: see FAUST-NOTES.md.)
+    """
+    async for batch in stream.noack_take(size, within=within):  # type: ignore[attr-defined]
+        yield cast(list[JsonEvent], list(batch))
+
+
+async def ack_all(stream: StreamT[Any], events: list[JsonEvent]) -> None:
+    for event in events:
+        await stream.ack(cast(EventT[Any], event))

@@ -44,6 +44,8 @@ class Settings:
     data_dir: Path = Path(".state/worker")
     worker_metrics_port: int = 9464
     run_timeout_seconds: float = 900.0
+    repair_after_seconds: float = 60.0
+    import_on_start: bool = True
 
     def topic(self, name: str) -> str:
         """The full Kafka topic name of a SPEC §4 topic (``jobs.parsed`` → ``jobstream.jobs.parsed``)."""
@@ -102,13 +104,14 @@ class Settings:
             "MAX_FEED_BYTES": self.max_feed_bytes,
             "RAW_FEED_RETENTION_DAYS": self.raw_feed_retention_days,
             "RUN_TIMEOUT_SECONDS": self.run_timeout_seconds,
+            "REPAIR_AFTER_SECONDS": self.repair_after_seconds,
         }
         found.extend(f"{name} must be > 0, got {value}" for name, value in positive.items() if value <= 0)
         if self.max_failures_kept < 0:
             found.append(f"MAX_FAILURES_KEPT must be >= 0, got {self.max_failures_kept}")
-        for name, port in (("API_PORT", self.api_port), ("WORKER_METRICS_PORT", self.worker_metrics_port)):
-            if not 0 <= port <= 65535:
-                found.append(f"{name} must be a TCP port (0-65535), got {port}")
+        for port_name, number in (("API_PORT", self.api_port), ("WORKER_METRICS_PORT", self.worker_metrics_port)):
+            if not 0 <= number <= 65535:
+                found.append(f"{port_name} must be a TCP port (0-65535), got {number}")
         if self.log_level.upper() not in LOG_LEVELS:
             found.append(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
         if not self.table_store.startswith(("memory://", "rocksdb://")):

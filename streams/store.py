@@ -39,6 +39,8 @@ class Store:
         await self.import_logs.create_index([("startedAt", DESCENDING)])
         await self.import_logs.create_index([("sourceUrl", ASCENDING), ("startedAt", DESCENDING)])
         await self.import_logs.create_index([("status", ASCENDING), ("startedAt", DESCENDING)])
+        await self.import_logs.create_index([("requestedAt", DESCENDING)])
+        await self.import_logs.create_index([("sourceUrl", ASCENDING), ("requestedAt", DESCENDING)])
         await self.raw_feeds.create_index("runId", unique=True)
         await self.raw_feeds.create_index([("fetchedAt", ASCENDING)])
         await self.feeds.create_index("url", unique=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, datetime
+from typing import Any
 
 import aiohttp
 import faust
@@ -34,18 +35,19 @@ def run_worker(settings: Settings) -> None:
 
     agents.attach_all(pipeline, store, session)
 
-    @pipeline.app.task
     async def prepare_store() -> None:
         await store.ensure_indexes()
         await seed_registry(settings, store)
 
-    @pipeline.app.on_before_shutdown.connect
-    async def close_clients(app: faust.App, **_: object) -> None:
+    async def close_clients(app: faust.App, **_: Any) -> None:
         if http:
             await http[0].close()
         await store.close()
 
-    _, thread = start_http_server(settings.worker_metrics_port, addr=settings.api_host)
+    pipeline.app.task(prepare_store)
+    pipeline.app.on_before_shutdown.connect(close_clients)  # type: ignore[arg-type]  # faust's signal types are too narrow
+
+    start_http_server(settings.worker_metrics_port, addr=settings.api_host)
     logger.info(
         "worker starting app_id=%s kafka=%s mongo=%s db=%s metrics=http://%s:%d/metrics",
         settings.app_id, settings.kafka_bootstrap_servers, settings.mongo_url_redacted, settings.mongo_db,

@@ -48,6 +48,8 @@ def isolated_env(kafka: str, mongo_url: str, unique: str, workdir: Path, **overr
         "BATCH_WINDOW_SECONDS": "0.2",
         "TOPIC_PARTITIONS": "4",
         "LOG_LEVEL": "INFO",
+        "IMPORT_ON_START": "false",
+        "REPAIR_AFTER_SECONDS": "15",
     }
     env.update(overrides)
     return env

@@ -20,7 +20,7 @@ from api.app import create_app
 from api.context import ApiOptions
 from models.runs import as_mongo, empty_run, iso, snapshot
 from streams.settings import Settings
-from tests.support import Process, settings_of
+from tests.support import settings_of
 
 T = TypeVar("T")
 
@@ -79,17 +79,6 @@ async def eventually(probe: Callable[[], Awaitable[T | None]], timeout: float, w
             return last
         await asyncio.sleep(interval)
     raise AssertionError(f"timed out after {timeout:g}s waiting for {what} (last: {last!r})")
-
-
-async def first_schedule_tick(worker: Process, timeout: float = 20.0) -> None:
-    """The scheduler runs every enabled feed once shortly after start; let that pass before feeds exist.
-
-    Otherwise a scheduled run of our feeds could fetch them first and the manual run would see 304s.
-    The wait is bounded: if the worker's log wording changes, the test goes on (and may then flake).
-    """
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and "scheduled runs=" not in worker.log_path.read_text(errors="replace"):
-        await asyncio.sleep(0.2)
 
 
 # --- SSE -------------------------------------------------------------------------------------------

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 
-from tests.api.support import first_schedule_tick
 from tests.support import ROOT, FeedServer, Process, rss
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.integration]
@@ -66,9 +65,8 @@ async def test_dashboard_runs_an_import_and_follows_it_live(
     start_worker: Callable[..., Process], api_process: Callable[[], Process], pipeline_env: dict[str, str],
     feed_server: FeedServer, browser: Browser,
 ) -> None:
-    worker = start_worker()
+    start_worker()
     api = api_process()
-    await first_schedule_tick(worker)
     tag = uuid.uuid4().hex[:6]
     clean_url = feed_server.put(f"clean-{tag}.xml", rss([{"guid": f"{tag}-{i}", "title": f"Python Developer {i}",
                                                           "company": "Acme"} for i in range(25)]))

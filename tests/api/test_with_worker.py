@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from models.runs import FINISHED
-from tests.api.support import ApiHarness, SseReader, eventually, first_schedule_tick, sample, scrape, start_api
+from tests.api.support import ApiHarness, SseReader, eventually, sample, scrape, start_api
 from tests.support import FeedServer, Process, rss
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
@@ -24,7 +24,7 @@ def postings(n: int, prefix: str) -> list[dict[str, Any]]:
 async def test_run_requested_over_the_api_is_imported_streamed_and_counted(
     start_worker: Callable[..., Process], pipeline_env: dict[str, str], feed_server: FeedServer
 ) -> None:
-    await first_schedule_tick(start_worker())
+    start_worker()
     url = feed_server.put(f"api-{uuid.uuid4().hex[:8]}.xml", rss(postings(ITEMS, uuid.uuid4().hex[:6])))
     worker_metrics = f"http://127.0.0.1:{pipeline_env['WORKER_METRICS_PORT']}/metrics"
     created = {"feed": url, "outcome": "created"}

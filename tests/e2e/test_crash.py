@@ -65,7 +65,11 @@ async def test_worker_killed_twice_mid_import_still_ends_exact(
     assert db.jobs.count_documents({}) < ITEMS, "the import finished before the second kill: make the feed larger"
     start_worker()
 
-    final = await wait_for(lambda: (r := run()) and r["status"] in FINISHED and r, 240, "the run to finish")
+    try:
+        final = await wait_for(lambda: (r := run()) and r["status"] in FINISHED and r, 240, "the run to finish")
+    except AssertionError as exc:
+        snapshot = {k: v for k, v in (run() or {}).items() if k not in ("failures",)}
+        raise AssertionError(f"{exc}; last import_logs: {snapshot}; jobs: {db.jobs.count_documents({})}") from None
     assert final["status"] == "completed", final
     assert (final["totalFetched"], final["newJobs"], final["updatedJobs"], final["unchangedJobs"], final["failedJobs"]) == (
         ITEMS, ITEMS, 0, 0, 0)

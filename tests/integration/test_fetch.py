@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from agents.fetch import FetchError, Validators, fetch_feed
+from agents.fetch import FetchError, FetchResult, Validators, fetch_feed
 
 BODY = b"<rss><channel><title>t</title></channel></rss>"
 
@@ -65,9 +65,9 @@ async def server() -> AsyncIterator[Server]:
     await runner.cleanup()
 
 
-async def fetch(url: str, validators: Validators = Validators(), max_bytes: int = 200_000, timeout: float = 5.0):  # type: ignore[no-untyped-def]
+async def fetch(url: str, validators: Validators | None = None, max_bytes: int = 200_000, timeout: float = 5.0) -> FetchResult:
     async with aiohttp.ClientSession() as session:
-        return await fetch_feed(session, url, validators=validators, timeout_seconds=timeout, max_bytes=max_bytes,
+        return await fetch_feed(session, url, validators=validators or Validators(), timeout_seconds=timeout, max_bytes=max_bytes,
                                 backoff_seconds=0.01)
 
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from models.runs import fold, requested_event, run_request, snapshot
-from datetime import UTC, datetime
 
 RUN = "run-1"
 COUNTERS = ("newJobs", "updatedJobs", "unchangedJobs", "failedJobs")
