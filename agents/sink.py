@@ -17,8 +17,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from faust.types import StreamT
-from pymongo import InsertOne, UpdateOne
-from pymongo.errors import BulkWriteError, ConnectionFailure, DuplicateKeyError, PyMongoError
+from pymongo import UpdateOne
+from pymongo.errors import BulkWriteError, ConnectionFailure, PyMongoError
 
 from agents import metrics
 from models.postings import job_insert, job_upsert
@@ -29,59 +29,69 @@ from streams.store import Store
 logger = logging.getLogger(__name__)
 
 RETRY_MAX_SECONDS = 30.0
+DUPLICATE_KEY = 11000
 
 
 async def write_batch(store: Store, changes: Sequence[Mapping[str, Any]]) -> dict[str, str]:
     """Write the newest change per dedupeKey; return ``{dedupeKey: reason}`` of those MongoDB rejected.
 
-    Created postings are plain inserts (no lookup: the dedupe table already knows they are new);
-    updated ones are upserts by ``_id``. Raises ConnectionFailure when MongoDB cannot be reached at
-    all (the caller retries the whole batch).
+    Created postings are one unordered ``insert_many`` (no lookup: the dedupe table already knows
+    they are new); a duplicate key there is a replay, confirmed by one ``$in`` read of the
+    fingerprints. Updated postings (and stale duplicates) are one unordered bulk of upserts by
+    ``_id``. Raises ConnectionFailure when MongoDB cannot be reached (the caller retries).
     """
     latest: dict[str, Mapping[str, Any]] = {}
     for change in changes:
         key = change["job"]["dedupeKey"]
         if key not in latest or change["version"] >= latest[key]["version"]:
             latest[key] = change
-    keys = list(latest)
-    operations: list[InsertOne[dict[str, Any]] | UpdateOne] = [
-        InsertOne(job_insert(latest[key])) if latest[key]["version"] == 1 else UpdateOne(*job_upsert(latest[key]), upsert=True)
-        for key in keys
-    ]
+    inserts = [key for key, change in latest.items() if change["version"] == 1]
+    updates = [key for key, change in latest.items() if change["version"] != 1]
+    rejected: dict[str, str] = {}
+    if inserts:
+        try:
+            await store.jobs.insert_many([job_insert(latest[key]) for key in inserts], ordered=False)
+        except BulkWriteError as exc:
+            duplicates = []
+            for error in exc.details["writeErrors"]:
+                key = inserts[error["index"]]
+                if error.get("code") == DUPLICATE_KEY:
+                    duplicates.append(key)
+                else:
+                    rejected[key] = f"write error {error.get('code')}: {error.get('errmsg')}"
+            if duplicates:
+                stored = {doc["_id"]: doc.get("fingerprint") async for doc in store.jobs.find(
+                    {"_id": {"$in": duplicates}}, {"fingerprint": 1})}
+                # Same fingerprint: a replay of a write that already happened. Otherwise repair it.
+                updates.extend(key for key in duplicates if stored.get(key) != latest[key]["fingerprint"])
+    if updates:
+        rejected.update(await upsert(store, [latest[key] for key in updates]))
+    return rejected
+
+
+async def upsert(store: Store, changes: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    operations = [UpdateOne(*job_upsert(change), upsert=True) for change in changes]
     try:
         await store.jobs.bulk_write(operations, ordered=False)
         return {}
     except BulkWriteError as exc:
-        retry = [keys[error["index"]] for error in exc.details["writeErrors"]]
+        return {changes[error["index"]]["job"]["dedupeKey"]: f"write error {error.get('code')}: {error.get('errmsg')}"
+                for error in exc.details["writeErrors"]}
     except ConnectionFailure:
         raise
     except (PyMongoError, KeyError) as exc:
-        # FerretDB answers a bulk with a failed item in a shape pymongo cannot merge (KeyError):
-        # we cannot tell which items failed, so each is written again on its own (idempotent).
-        logger.warning("bulk write failed as a whole (%r); writing %d postings one by one", exc, len(keys))
-        retry = keys
+        # FerretDB answers a failed update bulk in a shape pymongo cannot merge (KeyError): find
+        # the culprits one by one (upserts are idempotent).
+        logger.warning("bulk upsert failed as a whole (%r); retrying %d upserts one by one", exc, len(operations))
     rejected: dict[str, str] = {}
-    for key in retry:
+    for change in changes:
         try:
-            await write_one(store, latest[key])
+            await store.jobs.update_one(*job_upsert(change), upsert=True)
         except ConnectionFailure:
             raise
-        except PyMongoError as exc:
-            rejected[key] = f"write error: {exc}"
+        except PyMongoError as item_exc:
+            rejected[change["job"]["dedupeKey"]] = f"write error: {item_exc}"
     return rejected
-
-
-async def write_one(store: Store, change: Mapping[str, Any]) -> None:
-    """One posting, resolving the duplicate key of a replayed (or table-less) insert."""
-    if change["version"] == 1:
-        try:
-            await store.jobs.insert_one(job_insert(change))
-            return
-        except DuplicateKeyError:
-            existing = await store.jobs.find_one({"_id": change["job"]["dedupeKey"]}, {"version": 1, "fingerprint": 1})
-            if existing is not None and existing.get("fingerprint") == change["fingerprint"]:
-                return  # a replay: this very version is already stored
-    await store.jobs.update_one(*job_upsert(change), upsert=True)
 
 
 def attach(pipeline: Pipeline, store: Store) -> None:

@@ -74,7 +74,9 @@ def attach(pipeline: Pipeline, store: Store) -> None:
                 await asyncio.gather(*pending)
             await ack_all(stream, events)
 
-    last_repair: dict[str, float] = {}
+    # runId → (monotonic time of the last repair, repairs so far): each repair waits twice as long,
+    # so a run that is merely slow (a backlog, not a loss) costs a bounded number of replays.
+    repairs: dict[str, tuple[float, int]] = {}
 
     async def repair_stalled_runs() -> None:
         """Ask the poller to republish the items of a silent run that still lack an outcome.
@@ -87,14 +89,15 @@ def attach(pipeline: Pipeline, store: Store) -> None:
         for run_id, state in list(table.items()):
             if state is None or not needs_repair(state, now, settings.repair_after_seconds):
                 continue
-            if time.monotonic() - last_repair.get(run_id, -1e9) < settings.repair_after_seconds:
+            last, count = repairs.get(run_id, (-1e18, 0))
+            if time.monotonic() - last < settings.repair_after_seconds * 2**count:
                 continue
             missing = missing_seqs(state, REPAIR_MAX_ITEMS)
             if not missing:
                 continue
-            last_repair[run_id] = time.monotonic()
-            logger.warning("run silent for %.0fs with %d items unaccounted: republishing run_id=%s",
-                           settings.repair_after_seconds, len(missing), run_id)
+            repairs[run_id] = (time.monotonic(), count + 1)
+            logger.warning("run silent for %.0fs or more with %d items unaccounted: republishing them (repair %d) run_id=%s",
+                           settings.repair_after_seconds, len(missing), count + 1, run_id)
             metrics.REPAIRS.inc()
             command = {key: state[key] for key in ("runId", "sourceUrl", "sourceName", "trigger", "requestedAt")}
             await (await topics.commands.send(key=state["sourceUrl"], value={**command, "repairSeqs": missing}))

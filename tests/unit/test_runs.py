@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from models.runs import fold, requested_event, run_request, snapshot
+from models.runs import fold, missing_seqs, needs_repair, requested_event, run_request, snapshot
 
 RUN = "run-1"
 COUNTERS = ("newJobs", "updatedJobs", "unchangedJobs", "failedJobs")
@@ -112,3 +112,21 @@ def test_snapshot_is_the_import_logs_document() -> None:
     doc = snapshot(run)
     assert "seen" not in doc and "announced" not in doc
     assert doc["fileName"] == "https://x/feed" and doc["totalImported"] == 1
+
+
+def test_missing_seqs_lists_items_without_outcome() -> None:
+    run = apply(event("started"), event("fetched", totalFetched=12, failures=[{"seq": 3, "key": "k", "reason": "r"}]),
+                outcomes((0, "created"), (1, "created"), (9, "unchanged")))
+    assert missing_seqs(run, 100) == [2, 4, 5, 6, 7, 8, 10, 11]
+    assert missing_seqs(run, 3) == [2, 4, 5]
+
+
+def test_only_a_silent_announced_running_run_needs_repair() -> None:
+    started = apply(event("started", at="2025-01-06T10:00:00Z"))
+    announced = fold(started, event("fetched", at="2025-01-06T10:00:01Z", totalFetched=2, failures=[]), 10)
+    later = datetime(2025, 1, 6, 10, 0, 31, tzinfo=UTC)
+    assert not needs_repair(started, later, 30), "not announced: the poller may still be fetching"
+    assert needs_repair(announced, later, 30)
+    assert not needs_repair(announced, later, 60)
+    done = fold(announced, outcomes((0, "created"), (1, "created")), 10)
+    assert not needs_repair(done, later, 1)
