@@ -23,6 +23,7 @@ run: setup
 
 ## Set everything up, start the services this run needs, run the whole suite, stop what it started.
 test: setup
+	deploy/install-system-deps.sh test
 	deploy/run-tests.sh
 
 stop: $(STAMP)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Tools the project needs from the machine. Java 17, Maven and Go are expected (see README);
+# Tools the project needs from the machine (usage: install-system-deps.sh [test]). Java 17, Maven and Go are expected (see README);
 # this checks them with a clear message rather than failing later in a build.
 set -euo pipefail
 missing=()
@@ -14,8 +14,9 @@ if ((${#missing[@]})); then
     exit 1
   fi
 fi
-# Headless Chromium for the dashboard's browser test (Playwright drives Debian's build, no download).
-if [ ! -x /usr/bin/chromium ]; then
+# Headless Chromium for the dashboard's browser test (Playwright drives Debian's build, no download):
+# only `make test` (which passes "test") needs it.
+if [ "${1:-}" = test ] && [ ! -x /usr/bin/chromium ]; then
   if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
   else

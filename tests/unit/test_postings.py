@@ -1,0 +1,46 @@
+"""A posting's shapes: the jobs.changes event matches its published JSON Schema; upserts are replay-safe."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+
+from models.feed import parse_feed
+from models.postings import change_event, job_insert, job_upsert, posting_json
+
+ROOT = Path(__file__).resolve().parents[2]
+SCHEMA = json.loads((ROOT / "models" / "schemas" / "jobs-change.schema.json").read_text())
+FEED = (ROOT.parent / "shared" / "feeds" / "careers.atom.xml").read_bytes()
+
+
+def parsed_value() -> dict[str, object]:
+    posting = next(item for item in parse_feed(FEED, "https://careers.example.com/feed").items if hasattr(item, "dedupe_key"))
+    return {**posting_json(posting), "runId": "r1", "seq": 0, "fetchedAt": "2025-01-06T10:00:00Z"}  # type: ignore[arg-type]
+
+
+def test_change_event_matches_the_published_schema() -> None:
+    event = change_event(parsed_value(), "created", 1, "2025-01-06T10:00:00Z")
+    jsonschema.validate(event, SCHEMA)
+    assert json.loads(json.dumps(event)) == event, "the event must be plain JSON"
+
+
+def test_schema_rejects_an_unchanged_event() -> None:
+    event = change_event(parsed_value(), "unchanged", 1, "2025-01-06T10:00:00Z")
+    try:
+        jsonschema.validate(event, SCHEMA)
+    except jsonschema.ValidationError:
+        return
+    raise AssertionError("unchanged postings are not changes")
+
+
+def test_insert_and_upsert_are_keyed_by_dedupe_key_and_carry_event_time() -> None:
+    event = change_event(parsed_value(), "updated", 3, "2025-01-06T10:00:00Z")
+    document = job_insert(event)
+    assert document["_id"] == document["dedupeKey"] and document["version"] == 3
+    assert document["createdAt"] == document["updatedAt"] and document["updatedAt"].isoformat() == "2025-01-06T10:00:00+00:00"
+    flt, update = job_upsert(event)
+    assert flt == {"_id": document["dedupeKey"]}
+    assert "_id" not in update["$set"] and update["$set"]["lastRunId"] == "r1"
+    assert job_upsert(event) == (flt, update), "the same event always gives the same write"
