@@ -195,13 +195,17 @@ async def _pump(stream: EventSourceResponse, hub: LogHub, queue: asyncio.Queue[L
         stream.stop_streaming()
 
 
+async def one_or_404(collection: Any, field: str, value: str, what: str) -> web.Response:
+    """The document whose ``field`` is ``value`` (``_id`` is the same value, hidden), else a 404 JSON."""
+    doc = await collection.find_one({field: value}, {"_id": 0})
+    if doc is None:
+        raise ApiError(404, f"no {what} {value!r}")
+    return json_response(doc)
+
+
 @routes.get("/api/import-logs/{runId}")
 async def get_import_log(request: web.Request) -> web.Response:
-    run_id = request.match_info["runId"]
-    doc = await request.app[STORE].import_logs.find_one({"runId": run_id}, {"_id": 0})
-    if doc is None:
-        raise ApiError(404, f"no import run {run_id!r}")
-    return json_response(doc)
+    return await one_or_404(request.app[STORE].import_logs, "runId", request.match_info["runId"], "import run")
 
 
 # --- jobs ----------------------------------------------------------------------------------------
@@ -223,11 +227,7 @@ async def _all(cursor: Any) -> list[Document]:
 
 @routes.get("/api/jobs/{dedupeKey}")
 async def get_job(request: web.Request) -> web.Response:
-    key = request.match_info["dedupeKey"]
-    doc = await request.app[STORE].jobs.find_one({"dedupeKey": key}, {"_id": 0})
-    if doc is None:
-        raise ApiError(404, f"no job {key!r}")
-    return json_response(doc)
+    return await one_or_404(request.app[STORE].jobs, "dedupeKey", request.match_info["dedupeKey"], "job")
 
 
 # --- the feed registry ---------------------------------------------------------------------------
