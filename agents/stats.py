@@ -18,7 +18,7 @@ from pymongo.errors import ConnectionFailure
 
 from agents import metrics
 from models.runs import FINISHED, as_mongo, fold, missing_seqs, needs_repair, snapshot
-from streams.app import JsonEvent, Pipeline, ack_all, batches, set_current_event
+from streams.app import JsonEvent, Pipeline, ack_all, batches, consumer_lag, set_current_event
 from streams.store import Store
 
 logger = logging.getLogger(__name__)
@@ -86,9 +86,14 @@ def attach(pipeline: Pipeline, store: Store) -> None:
         (faust-streaming has open reports of that around rebalances and restarts).
         """
         now = datetime.now(UTC)
-        for run_id, state in list(table.items()):
-            if state is None or not needs_repair(state, now, settings.repair_after_seconds):
-                continue
+        candidates = [(run_id, state) for run_id, state in list(table.items())
+                      if state is not None and needs_repair(state, now, settings.repair_after_seconds)]
+        if not candidates:
+            return
+        backlog = sum((await consumer_lag(pipeline.app, settings.topic_prefix)).values())
+        if backlog > 0:
+            return  # silent because busy, not because something was lost: wait for the backlog to drain
+        for run_id, state in candidates:
             last, count = repairs.get(run_id, (-1e18, 0))
             if time.monotonic() - last < settings.repair_after_seconds * 2**count:
                 continue

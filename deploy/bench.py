@@ -43,7 +43,7 @@ async def main() -> None:
     env = isolated_env(os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
                        os.environ.get("MONGO_URL", "mongodb://127.0.0.1:27017"), f"bench{unique}", workdir,
                        TOPIC_PARTITIONS=str(args.partitions), BATCH_SIZE=str(args.batch_size), BATCH_WINDOW_SECONDS="1.0",
-                       LOG_LEVEL="INFO")
+                       LOG_LEVEL="INFO", REPAIR_AFTER_SECONDS="60")
     items = [{"guid": f"job-{i}", "title": f"Engineer {i}", "company": f"Company {i % 997}",
               "description": "<p>Build things. " + "Lorem ipsum dolor sit amet. " * 8 + "</p>"} for i in range(args.items)]
     body = rss(items)

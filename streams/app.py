@@ -139,3 +139,18 @@ async def batches(stream: StreamT[Any], size: int, within: float) -> AsyncIterat
 async def ack_all(stream: StreamT[Any], events: list[JsonEvent]) -> None:
     for event in events:
         await stream.ack(cast(EventT[Any], event))
+
+
+async def consumer_lag(app: faust.App, topic_prefix: str) -> dict[Any, int]:
+    """Per assigned pipeline partition: messages between its end and what this worker committed."""
+    consumer = app.consumer
+    assigned = [tp for tp in consumer.assignment() if tp.topic.startswith(topic_prefix)]
+    if not assigned:
+        return {}
+    ends = await consumer.highwaters(*assigned)
+    committed = getattr(consumer, "_committed_offset", {})  # faust keeps no public accessor
+    lag = {}
+    for tp in assigned:
+        done = committed.get(tp) or await consumer.position(tp) or 0
+        lag[tp] = max(0, ends.get(tp, 0) - done)
+    return lag

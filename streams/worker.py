@@ -14,7 +14,7 @@ from prometheus_client import start_http_server
 import agents
 from agents import metrics
 from models.registry import RegistryError, parse_feeds_file
-from streams.app import create_pipeline
+from streams.app import consumer_lag, create_pipeline
 from streams.settings import Settings
 from streams.store import Store
 from streams.topics import ensure_topics
@@ -46,16 +46,8 @@ def run_worker(settings: Settings) -> None:
         await store.close()
 
     async def observe_consumer_lag() -> None:
-        """Messages between each assigned partition's end and what this worker committed."""
-        consumer = pipeline.app.consumer
-        assigned = [tp for tp in consumer.assignment() if tp.topic.startswith(settings.topic_prefix)]
-        if not assigned:
-            return
-        ends = await consumer.highwaters(*assigned)
-        committed = getattr(consumer, "_committed_offset", {})  # faust keeps no public accessor
-        for tp in assigned:
-            done = committed.get(tp) or await consumer.position(tp) or 0
-            metrics.CONSUMER_LAG.labels(topic=tp.topic, partition=str(tp.partition)).set(max(0, ends.get(tp, 0) - done))
+        for tp, lag in (await consumer_lag(pipeline.app, settings.topic_prefix)).items():
+            metrics.CONSUMER_LAG.labels(topic=tp.topic, partition=str(tp.partition)).set(lag)
 
     pipeline.app.task(prepare_store)
     pipeline.app.timer(10.0, name="observe_consumer_lag")(observe_consumer_lag)
