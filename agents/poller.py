@@ -46,11 +46,10 @@ def attach(pipeline: Pipeline, store: Store, session: Callable[[], aiohttp.Clien
 
     async def repair(command: dict[str, Any]) -> None:
         """Republish the listed items of a run from its stored payload (see agents/stats.py)."""
-        run_id = command["runId"]
-        if await store.raw_feeds.find_one({"_id": run_id}, {"_id": 1}) is None:
-            logger.error("cannot repair run_id=%s: its raw payload is gone", run_id)
+        fetched = await stored_payload(command["runId"])
+        if fetched is None:
+            logger.error("cannot repair run_id=%s: its raw payload is gone", command["runId"])
             return
-        fetched = await load_payload(command)
         feed = await asyncio.get_running_loop().run_in_executor(None, parse_feed, fetched.body, command["sourceUrl"],
                                                                 command.get("sourceName", ""))
         await publish_items(command, feed, set(command["repairSeqs"]))
@@ -110,13 +109,19 @@ def attach(pipeline: Pipeline, store: Store, session: Callable[[], aiohttp.Clien
         metrics.ITEMS_PARSED.labels(feed=url).inc(len(pending))
         logger.info("published run_id=%s url=%s items=%d%s", run_id, url, len(pending), " (repair)" if only is not None else "")
 
+    async def stored_payload(run_id: str) -> FetchResult | None:
+        stored = await store.raw_feeds.find_one({"_id": run_id})
+        if stored is None:
+            return None
+        logger.info("replaying stored payload run_id=%s", run_id)
+        return FetchResult(int(stored["httpStatus"]), zlib.decompress(stored["payload"]), Validators(), 0)
+
     async def load_payload(command: dict[str, Any]) -> FetchResult:
         """The stored payload of a replayed run, else a fresh conditional fetch (stored before use)."""
         run_id, url = command["runId"], command["sourceUrl"]
-        stored = await store.raw_feeds.find_one({"_id": run_id})
+        stored = await stored_payload(run_id)
         if stored is not None:
-            logger.info("replaying stored payload run_id=%s", run_id)
-            return FetchResult(int(stored["httpStatus"]), zlib.decompress(stored["payload"]), Validators(), 0)
+            return stored
         state = await store.fetch_state.find_one({"sourceUrl": url}) or {}
         started = time.perf_counter()
         try:

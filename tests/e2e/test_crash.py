@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import time
+import zlib
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from bson import Binary
 
 from models.registry import FeedEntry
-from models.runs import FINISHED
+from models.runs import FINISHED, iso
 from streams.commands import aiokafka_sender, producer_for, request_runs
 from streams.topics import ensure_topics
 from tests.support import FeedServer, Process, mongo_db, rss, settings_of
@@ -82,3 +85,31 @@ async def test_worker_killed_twice_mid_import_still_ends_exact(
     rerun = await wait_for(
         lambda: (r := db.import_logs.find_one({"runId": rerun_id})) and r["status"] in FINISHED and r, 240, "the re-import")
     assert (rerun["status"], rerun["unchangedJobs"], rerun["newJobs"], rerun["updatedJobs"]) == ("completed", ITEMS, 0, 0)
+
+
+async def test_items_whose_events_were_lost_are_republished_and_counted(
+    start_worker: Callable[..., Process], pipeline_env: dict[str, str], unique: str
+) -> None:
+    """Simulate the worst case: the run was announced, its payload stored, but every posting event vanished."""
+    db = mongo_db(pipeline_env)
+    start_worker()
+    settings = settings_of(pipeline_env)
+    run_id, url = f"lost-{unique}", f"https://lost.example.com/{unique}.xml"
+    body = rss([{"guid": f"lost-{i}", "title": f"Lost {i}"} for i in range(5)])
+    db.raw_feeds.insert_one({"_id": run_id, "runId": run_id, "sourceUrl": url, "fetchedAt": datetime.now(UTC), "httpStatus": 200,
+                             "bytes": len(body), "encoding": "zlib", "payload": Binary(zlib.compress(body))})
+    producer = producer_for(settings)
+    await producer.start()
+    try:
+        send = aiokafka_sender(producer)
+        now = iso(datetime.now(UTC))
+        common = {"runId": run_id, "sourceUrl": url, "sourceName": "lost", "trigger": "cli", "requestedAt": now, "at": now}
+        await send(settings.topic("import.progress"), run_id, {**common, "type": "started"})
+        await send(settings.topic("import.progress"), run_id, {**common, "type": "fetched", "totalFetched": 5, "failures": []})
+    finally:
+        await producer.stop()
+
+    final = await wait_for(lambda: (r := db.import_logs.find_one({"runId": run_id})) and r["status"] in FINISHED and r, 120,
+                           "the repaired run to finish")
+    assert (final["status"], final["newJobs"], final["totalFetched"]) == ("completed", 5, 5)
+    assert db.jobs.count_documents({"sourceUrl": url}) == 5
