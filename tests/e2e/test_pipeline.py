@@ -6,6 +6,7 @@ import asyncio
 import io
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,7 +16,7 @@ from models.registry import FeedEntry
 from models.runs import FINISHED
 from streams.cli import import_feeds
 from tests.conftest import SAMPLE_FEEDS
-from tests.support import FeedServer, Process, mongo_db, rss, settings_of
+from tests.support import FeedServer, Process, free_port, mongo_db, rss, settings_of
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
@@ -185,3 +186,29 @@ async def test_several_feeds_at_once_are_counted_separately(
     for i, url in enumerate(urls):
         assert counts(docs[url]) == (10 + i, 10 + i, 0, 0, 0)
     assert mongo_db(pipeline_env).jobs.count_documents({}) == sum(10 + i for i in range(8))
+
+
+async def test_two_workers_schedule_each_feed_once_and_share_the_work(
+    start_worker: Callable[..., Process], pipeline_env: dict[str, str], feed_server: FeedServer, unique: str, tmp_path: Path
+) -> None:
+    urls = [feed_server.put(f"{unique}-sched-{i}.xml", rss(postings(20, prefix=f"s{i}"))) for i in range(3)]
+    feeds_file = tmp_path / "scheduled-feeds.yaml"
+    feeds_file.write_text("feeds:\n" + "".join(f"  - url: {url}\n    name: feed {i}\n" for i, url in enumerate(urls)))
+    overrides = {"FEEDS_FILE": str(feeds_file), "IMPORT_ON_START": "true"}
+    start_worker(**overrides)
+    start_worker(**{**overrides, "WORKER_METRICS_PORT": str(free_port())})
+    db = mongo_db(pipeline_env)
+
+    deadline = asyncio.get_running_loop().time() + 120
+    while asyncio.get_running_loop().time() < deadline:
+        docs = list(db.import_logs.find({}, {"_id": 0}))
+        if len(docs) >= 3 and all(doc["status"] in FINISHED for doc in docs):
+            break
+        await asyncio.sleep(0.5)
+    await asyncio.sleep(8)  # a second scheduler (the bug this guards against) would have fired by now
+    docs = list(db.import_logs.find({}, {"_id": 0}))
+    assert sorted(doc["sourceUrl"] for doc in docs) == sorted(urls), "each feed is scheduled exactly once"
+    for doc in docs:
+        assert doc["trigger"] == "schedule"
+        assert counts(doc) == (20, 20, 0, 0, 0)
+    assert db.jobs.count_documents({}) == 60
