@@ -40,7 +40,7 @@ class Settings:
     log_level: str = "INFO"
     # Not in the SPEC's list, but needed to run several workers or isolated tests side by side.
     app_id: str = "jobstream"
-    table_store: str = "memory://"
+    table_store: str = "rocksdb://"  # on disk: a restart does not replay the whole changelog
     data_dir: Path = Path(".state/worker")
     worker_metrics_port: int = 9464
     run_timeout_seconds: float = 900.0

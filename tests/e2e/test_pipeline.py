@@ -196,7 +196,7 @@ async def test_two_workers_schedule_each_feed_once_and_share_the_work(
     feeds_file.write_text("feeds:\n" + "".join(f"  - url: {url}\n    name: feed {i}\n" for i, url in enumerate(urls)))
     overrides = {"FEEDS_FILE": str(feeds_file), "IMPORT_ON_START": "true"}
     start_worker(**overrides)
-    start_worker(**{**overrides, "WORKER_METRICS_PORT": str(free_port())})
+    start_worker(**{**overrides, "WORKER_METRICS_PORT": str(free_port()), "DATA_DIR": str(tmp_path / "second-worker")})
     db = mongo_db(pipeline_env)
 
     deadline = asyncio.get_running_loop().time() + 120
