@@ -14,6 +14,7 @@ import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from faust.types import StreamT
@@ -24,11 +25,10 @@ from agents import metrics
 from models.postings import job_insert, job_upsert
 from models.runs import iso, outcomes_event, parse_iso
 from streams.app import Pipeline, ack_all, batches
-from streams.store import Store
+from streams.store import Store, until_reachable
 
 logger = logging.getLogger(__name__)
 
-RETRY_MAX_SECONDS = 30.0
 DUPLICATE_KEY = 11000
 
 
@@ -98,28 +98,19 @@ def attach(pipeline: Pipeline, store: Store) -> None:
     topics = pipeline.topics
     settings = pipeline.settings
 
-    async def write_until_accepted(changes: Sequence[Mapping[str, Any]]) -> dict[str, str]:
-        delay = 0.5
-        while True:
-            started = time.perf_counter()
-            try:
-                rejected = await write_batch(store, changes)
-            except ConnectionFailure as exc:
-                logger.warning("MongoDB unreachable, batch held (not acked) error=%s retry_in=%.1fs", exc, delay)
-                metrics.WRITE_RETRIES.inc()
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, RETRY_MAX_SECONDS)
-                continue
-            elapsed = time.perf_counter() - started
-            metrics.BULK_WRITE_SECONDS.observe(elapsed)
-            metrics.BATCH_SIZE.observe(len(changes))
-            logger.info("bulk_write collection=jobs count=%d rejected=%d elapsed_ms=%.1f", len(changes), len(rejected), elapsed * 1000)
-            return rejected
+    async def write_timed(changes: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+        started = time.perf_counter()
+        rejected = await write_batch(store, changes)
+        elapsed = time.perf_counter() - started
+        metrics.BULK_WRITE_SECONDS.observe(elapsed)
+        metrics.BATCH_SIZE.observe(len(changes))
+        logger.info("bulk_write collection=jobs count=%d rejected=%d elapsed_ms=%.1f", len(changes), len(rejected), elapsed * 1000)
+        return rejected
 
     async def sink(stream: StreamT[Any]) -> None:
         async for events in batches(stream, settings.batch_size, within=settings.batch_window_seconds):
             changes = [event.value for event in events]
-            rejected = await write_until_accepted(changes)
+            rejected = await until_reachable(partial(write_timed, changes), "batch (not acked)", on_retry=metrics.WRITE_RETRIES.inc)
             written_at = datetime.now(UTC)
             pending = []
             outcomes: dict[str, list[dict[str, Any]]] = defaultdict(list)

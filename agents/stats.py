@@ -14,12 +14,11 @@ from typing import Any
 
 from faust.types import StreamT
 from pymongo import ReplaceOne
-from pymongo.errors import ConnectionFailure
 
 from agents import metrics
 from models.runs import FINISHED, as_mongo, fold, missing_seqs, needs_repair, snapshot
 from streams.app import JsonEvent, Pipeline, ack_all, batches, consumer_lag, set_current_event
-from streams.store import Store
+from streams.store import Store, until_reachable
 
 logger = logging.getLogger(__name__)
 
@@ -35,15 +34,7 @@ def attach(pipeline: Pipeline, store: Store) -> None:
     async def project(snapshots: list[dict[str, Any]]) -> None:
         """Upsert the snapshots; hold the batch while MongoDB is away rather than lose a count."""
         operations = [ReplaceOne({"_id": doc["runId"]}, {"_id": doc["runId"], **as_mongo(doc)}, upsert=True) for doc in snapshots]
-        delay = 0.5
-        while True:
-            try:
-                await store.import_logs.bulk_write(operations, ordered=False)
-                return
-            except ConnectionFailure as exc:
-                logger.warning("MongoDB unreachable, import_logs projection held error=%s retry_in=%.1fs", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
+        await until_reachable(lambda: store.import_logs.bulk_write(operations, ordered=False), "import_logs projection")
 
     async def stats(stream: StreamT[Any]) -> None:
         async for events in batches(stream, 1000, within=0.25):

@@ -34,7 +34,7 @@ from api.metrics import ApiMetrics
 from api.queries import ApiError
 from models.registry import RegistryError, parse_feeds_file
 from streams.settings import Settings
-from streams.store import Store
+from streams.store import Store, until_reachable
 
 logger = logging.getLogger(__name__)
 
@@ -84,17 +84,13 @@ async def store_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _prepare_store(settings: Settings, store: Store, seed: bool) -> None:
     """Indexes and the FEEDS_FILE seed, retried in the background: reads work while MongoDB comes up."""
-    delay = 0.5
-    while True:
-        try:
-            await store.ensure_indexes()
-            if seed:
-                await _seed_feeds(settings, store)
-            return
-        except PyMongoError as exc:
-            logger.warning("MongoDB not ready for indexes/seed error=%s retry_in=%.1fs", exc, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 30.0)
+
+    async def prepare() -> None:
+        await store.ensure_indexes()
+        if seed:
+            await _seed_feeds(settings, store)
+
+    await until_reachable(prepare, "indexes/seed", errors=(PyMongoError,))
 
 
 async def _seed_feeds(settings: Settings, store: Store) -> None:

@@ -2,18 +2,42 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import ConnectionFailure
 
 from streams.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 Document = dict[str, Any]
+T = TypeVar("T")
+RETRY_MAX_SECONDS = 30.0
+
+
+async def until_reachable(
+    operation: Callable[[], Awaitable[T]],
+    what: str,
+    errors: tuple[type[Exception], ...] = (ConnectionFailure,),
+    on_retry: Callable[[], None] | None = None,
+) -> T:
+    """Run ``operation`` until MongoDB answers, backing off up to 30 s: callers hold their work, never drop it."""
+    delay = 0.5
+    while True:
+        try:
+            return await operation()
+        except errors as exc:
+            logger.warning("MongoDB unreachable, %s held error=%s retry_in=%.1fs", what, exc, delay)
+            if on_retry is not None:
+                on_retry()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_SECONDS)
 
 
 class Store:

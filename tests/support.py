@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -9,7 +10,7 @@ import subprocess
 import sys
 import time
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -172,6 +173,17 @@ def rss(items: list[Mapping[str, Any]], title: str = "Test feed") -> bytes:
         )
     parts.append("</channel></rss>")
     return "".join(parts).encode()
+
+
+async def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+    """Poll a synchronous check until it returns something truthy; fail naming ``what`` at the deadline."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def mongo_db(env: Mapping[str, str]) -> pymongo.database.Database[dict[str, Any]]:

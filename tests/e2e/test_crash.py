@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 import zlib
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -16,21 +14,11 @@ from models.registry import FeedEntry
 from models.runs import FINISHED, iso
 from streams.commands import aiokafka_sender, producer_for, request_runs
 from streams.topics import ensure_topics
-from tests.support import FeedServer, Process, mongo_db, rss, settings_of
+from tests.support import FeedServer, Process, mongo_db, rss, settings_of, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
 ITEMS = 12_000
-
-
-async def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 async def request(env: dict[str, str], url: str) -> str:

@@ -16,7 +16,7 @@ from models.registry import FeedEntry
 from models.runs import FINISHED
 from streams.cli import import_feeds
 from tests.conftest import SAMPLE_FEEDS
-from tests.support import FeedServer, Process, free_port, mongo_db, rss, settings_of
+from tests.support import FeedServer, Process, free_port, mongo_db, rss, settings_of, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
@@ -199,12 +199,8 @@ async def test_two_workers_schedule_each_feed_once_and_share_the_work(
     start_worker(**{**overrides, "WORKER_METRICS_PORT": str(free_port()), "DATA_DIR": str(tmp_path / "second-worker")})
     db = mongo_db(pipeline_env)
 
-    deadline = asyncio.get_running_loop().time() + 120
-    while asyncio.get_running_loop().time() < deadline:
-        docs = list(db.import_logs.find({}, {"_id": 0}))
-        if len(docs) >= 3 and all(doc["status"] in FINISHED for doc in docs):
-            break
-        await asyncio.sleep(0.5)
+    await wait_for(lambda: len(docs := list(db.import_logs.find({}))) >= 3 and all(d["status"] in FINISHED for d in docs),
+                   120, "three finished scheduled runs")
     await asyncio.sleep(8)  # a second scheduler (the bug this guards against) would have fired by now
     docs = list(db.import_logs.find({}, {"_id": 0}))
     assert sorted(doc["sourceUrl"] for doc in docs) == sorted(urls), "each feed is scheduled exactly once"
