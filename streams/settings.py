@@ -46,6 +46,12 @@ class Settings:
     run_timeout_seconds: float = 900.0
     repair_after_seconds: float = 60.0
     import_on_start: bool = True
+    # The store: the most statements one write command carries (FerretDB 1.24 as shipped wedges at
+    # 100), how many write commands one process has in flight, and deadlines of one store call.
+    mongo_write_batch: int = 50
+    mongo_max_inflight_writes: int = 2
+    mongo_timeout_seconds: float = 60.0
+    api_store_timeout_seconds: float = 5.0
 
     def topic(self, name: str) -> str:
         """The full Kafka topic name of a SPEC §4 topic (``jobs.parsed`` → ``jobstream.jobs.parsed``)."""
@@ -105,6 +111,10 @@ class Settings:
             "RAW_FEED_RETENTION_DAYS": self.raw_feed_retention_days,
             "RUN_TIMEOUT_SECONDS": self.run_timeout_seconds,
             "REPAIR_AFTER_SECONDS": self.repair_after_seconds,
+            "MONGO_WRITE_BATCH": self.mongo_write_batch,
+            "MONGO_MAX_INFLIGHT_WRITES": self.mongo_max_inflight_writes,
+            "MONGO_TIMEOUT_SECONDS": self.mongo_timeout_seconds,
+            "API_STORE_TIMEOUT_SECONDS": self.api_store_timeout_seconds,
         }
         found.extend(f"{name} must be > 0, got {value}" for name, value in positive.items() if value <= 0)
         if self.max_failures_kept < 0:
