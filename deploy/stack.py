@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import base64
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -189,20 +190,53 @@ def kafka_ready() -> bool:
 # --- FerretDB ----------------------------------------------------------------------------------
 
 
-def ferretdb_binary() -> Path:
-    """Build the embedding program once per source version; the Go module cache is reused."""
-    src = ROOT / "deploy" / "ferretdb"
-    digest = hashlib.sha256(b"".join((src / f).read_bytes() for f in ("go.mod", "go.sum", "main.go"))).hexdigest()[:12]
-    binary = CACHE / f"ferretdb-{digest}" / "jobstream-ferretdb"
+FERRETDB_MODULE = "github.com/FerretDB/FerretDB@v1.24.0"
+FERRETDB_SRC = ROOT / "deploy" / "ferretdb"
+
+
+def ferretdb_patches() -> list[Path]:
+    """The project's patch set (SPEC §7), applied in name order to FerretDB's module source."""
+    return sorted((FERRETDB_SRC / "patches").glob("*.patch"))
+
+
+def ferretdb_binary(patched: bool = True) -> Path:
+    """Build the embedding program once per source version and patch set; the Go caches are reused.
+
+    go.mod replaces the FerretDB module with ``./FerretDB``: a copy of the module from the Go
+    module proxy, with ``patches/*.patch`` applied unless ``patched`` is False (FerretDB 1.24 as
+    shipped, kept buildable so ``make bench-store`` can compare the two).
+    """
+    sources = [FERRETDB_SRC / f for f in ("go.mod", "go.sum", "main.go")] + (ferretdb_patches() if patched else [])
+    digest = hashlib.sha256(b"".join([p.name.encode() + p.read_bytes() for p in sources])).hexdigest()[:12]
+    variant = "patched" if patched else "shipped"
+    binary = CACHE / f"ferretdb-{variant}-{digest}" / "jobstream-ferretdb"
     if binary.exists():
         return binary
-    log("building FerretDB (SQLite backend) from the Go module proxy (first run only)")
+    log(f"building FerretDB ({variant}, SQLite backend) from the Go module proxy (first run only)")
     t0 = time.monotonic()
-    binary.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "GOFLAGS": "-mod=mod"}
+    listing = subprocess.run(  # noqa: S603
+        ["go", "mod", "download", "-json", FERRETDB_MODULE], cwd=FERRETDB_SRC, env=env,  # noqa: S607
+        check=True, capture_output=True, text=True,
+    )
+    module_dir = Path(json.loads(listing.stdout)["Dir"])
+    build = binary.parent / f"build-{os.getpid()}"
+    shutil.rmtree(build, ignore_errors=True)
+    shutil.copytree(module_dir, build / "FerretDB")
+    for path in (build / "FerretDB").rglob("*"):  # the module cache is read-only
+        path.chmod(path.stat().st_mode | 0o200)
+    (build / "FerretDB").chmod(0o755)
+    for patch in sources[3:]:
+        run(["git", "apply", "--whitespace=nowarn", str(patch)], cwd=str(build / "FerretDB"))
+    for name in ("go.mod", "go.sum", "main.go"):
+        shutil.copy(FERRETDB_SRC / name, build / name)
     tmp = binary.with_name(f"jobstream-ferretdb.tmp-{os.getpid()}")
-    run(["go", "build", "-trimpath", "-o", str(tmp), "."], cwd=str(src))
+    try:
+        run(["go", "build", "-trimpath", "-o", str(tmp), "."], cwd=str(build))
+    finally:
+        shutil.rmtree(build, ignore_errors=True)
     tmp.rename(binary)
-    log(f"FerretDB built in {time.monotonic() - t0:.0f}s: {binary}")
+    log(f"FerretDB ({variant}) built in {time.monotonic() - t0:.0f}s: {binary}")
     return binary
 
 

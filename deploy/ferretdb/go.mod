@@ -4,6 +4,10 @@ go 1.22
 
 require github.com/FerretDB/FerretDB v1.24.0
 
+// The module's source with the project's patch set (patches/*.patch) applied: deploy/stack.py
+// copies the module from the Go module proxy to ./FerretDB beside this file at build time.
+replace github.com/FerretDB/FerretDB v1.24.0 => ./FerretDB
+
 require (
 	filippo.io/edwards25519 v1.1.0 // indirect
 	github.com/AlekSi/pointer v1.2.0 // indirect

@@ -1,7 +1,11 @@
 // Command jobstream-ferretdb runs FerretDB embedded with its SQLite backend.
 //
 // It exists because `go install .../cmd/ferretdb` panics at start on a missing
-// version.txt, while the embeddable package does not need it.
+// version.txt, while the embeddable package does not need it. It is built by
+// deploy/stack.py from FerretDB's module with the patches in patches/ applied.
+//
+// -debug-addr serves Go's net/http/pprof on a loopback address, to profile the
+// store while a benchmark runs (go tool pprof http://127.0.0.1:6060/debug/pprof/profile).
 package main
 
 import (
@@ -9,6 +13,9 @@ import (
 	"flag"
 	"log"
 	"log/slog"
+	"net"
+	"net/http"
+	_ "net/http/pprof" //nolint:gosec // served only on loopback, only when -debug-addr is given
 	"os"
 	"os/signal"
 	"syscall"
@@ -19,7 +26,17 @@ import (
 func main() {
 	listen := flag.String("listen", "127.0.0.1:27017", "TCP address to listen on")
 	dataDir := flag.String("data", "", "directory of the SQLite databases")
+	debugAddr := flag.String("debug-addr", "", "loopback address for net/http/pprof (off when empty)")
 	flag.Parse()
+
+	if *debugAddr != "" {
+		host, _, err := net.SplitHostPort(*debugAddr)
+		if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() {
+			log.Fatalf("-debug-addr must be a loopback address, got %q", *debugAddr)
+		}
+
+		go func() { log.Print(http.ListenAndServe(*debugAddr, nil)) }() //nolint:gosec // profiling only
+	}
 
 	if *dataDir == "" {
 		log.Fatal("-data is required")
