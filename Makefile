@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STACK := $(PY) deploy/stack.py
 STAMP := $(VENV)/.installed
 
-.PHONY: run test stop status setup lint typecheck check unit bench clean
+.PHONY: run test stop status setup lint typecheck check unit bench bench-store clean
 
 $(STAMP): setup.cfg
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -45,6 +45,10 @@ check: lint typecheck unit
 
 bench: $(STAMP)
 	$(PY) deploy/bench.py
+
+## The store at a million jobs: FerretDB patched and as shipped (figures only; Kafka must be running).
+bench-store: $(STAMP)
+	$(PY) deploy/bench_store.py
 
 clean: stop
 	rm -rf .state
