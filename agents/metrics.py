@@ -18,6 +18,8 @@ BATCH_SIZE = Histogram("jobstream_sink_batch_size", "Postings per sink batch",
                        buckets=(1, 10, 50, 100, 250, 500, 1000, 2500, 5000))
 LATENCY_SECONDS = Histogram("jobstream_posting_latency_seconds", "Time from fetch to MongoDB write of a posting",
                             buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120))
+SEARCH_WRITE_FAILURES = Counter("jobstream_search_write_failures_total",
+                                "job_search documents not written (the posting itself was stored)")
 WRITE_RETRIES = Counter("jobstream_sink_write_retries_total", "Sink batches retried because MongoDB was unreachable")
 CONSUMER_LAG = Gauge("jobstream_consumer_lag", "Messages behind the end of the partition", ["topic", "partition"])
 REPAIRS = Counter("jobstream_run_repairs_total", "Runs whose unaccounted items were republished after a silence")

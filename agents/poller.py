@@ -2,7 +2,8 @@
 
 Idempotent under redelivery: the raw payload is stored under the runId before anything is
 published, so a command replayed after a crash re-parses the same bytes and republishes the same
-(runId, seq) items, which the dedupe and stats agents recognise.
+(runId, seq) items, which the dedupe and stats agents recognise. Its store calls have the store's
+deadline and are retried with back-off while MongoDB is away (each is idempotent).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import time
 import zlib
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import aiohttp
@@ -27,7 +29,7 @@ from models.feed import FeedError, ItemFailure, ParsedFeed, parse_feed
 from models.postings import posting_json
 from models.runs import iso
 from streams.app import Pipeline, ack_all, batches
-from streams.store import Store
+from streams.store import Store, until_reachable
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +112,7 @@ def attach(pipeline: Pipeline, store: Store, session: Callable[[], aiohttp.Clien
         logger.info("published run_id=%s url=%s items=%d%s", run_id, url, len(pending), " (repair)" if only is not None else "")
 
     async def stored_payload(run_id: str) -> FetchResult | None:
-        stored = await store.raw_feeds.find_one({"_id": run_id})
+        stored = await until_reachable(partial(store.raw_feeds.find_one, {"_id": run_id}), f"run {run_id}")
         if stored is None:
             return None
         logger.info("replaying stored payload run_id=%s", run_id)
@@ -122,7 +124,7 @@ def attach(pipeline: Pipeline, store: Store, session: Callable[[], aiohttp.Clien
         stored = await stored_payload(run_id)
         if stored is not None:
             return stored
-        state = await store.fetch_state.find_one({"sourceUrl": url}) or {}
+        state = await until_reachable(partial(store.fetch_state.find_one, {"sourceUrl": url}), f"run {run_id}") or {}
         started = time.perf_counter()
         try:
             result = await fetch_feed(
@@ -137,19 +139,16 @@ def attach(pipeline: Pipeline, store: Store, session: Callable[[], aiohttp.Clien
             return result
         compressed = zlib.compress(result.body, 6)
         if len(compressed) <= MAX_RAW_STORED:
-            with contextlib.suppress(DuplicateKeyError):  # stored by an earlier delivery of this command
-                await store.raw_feeds.insert_one(
-                    {"_id": run_id, "runId": run_id, "sourceUrl": url, "fetchedAt": now(), "httpStatus": result.http_status,
-                     "bytes": len(result.body), "encoding": "zlib", "payload": Binary(compressed)}
-                )
+            raw = {"_id": run_id, "runId": run_id, "sourceUrl": url, "fetchedAt": now(), "httpStatus": result.http_status,
+                   "bytes": len(result.body), "encoding": "zlib", "payload": Binary(compressed)}
+            with contextlib.suppress(DuplicateKeyError):  # stored by an earlier delivery (or try) of this command
+                await until_reachable(partial(store.write, partial(store.raw_feeds.insert_one, raw)), f"run {run_id}")
         else:
             logger.warning("raw payload too large to keep run_id=%s compressed_bytes=%d", run_id, len(compressed))
         # Validators are remembered only after the payload is safe, so a crash cannot turn into a 304.
-        await store.fetch_state.update_one(
-            {"sourceUrl": url},
-            {"$set": {"etag": result.validators.etag, "lastModified": result.validators.last_modified, "updatedAt": now()}},
-            upsert=True,
-        )
+        validators = {"etag": result.validators.etag, "lastModified": result.validators.last_modified, "updatedAt": now()}
+        await until_reachable(partial(store.write, partial(store.fetch_state.update_one, {"sourceUrl": url},
+                                                           {"$set": validators}, upsert=True)), f"run {run_id}")
         return result
 
     async def poll(stream: StreamT[Any]) -> None:

@@ -1,7 +1,10 @@
-"""Sink agent: windowed micro-batches of created/updated postings, one unordered bulk upsert each.
+"""Sink agent: windowed micro-batches of created/updated postings, written as unordered inserts/upserts.
 
-A batch is acked only after MongoDB accepted it. While MongoDB is unreachable the agent keeps
-retrying the same batch (back-pressure: the partition stops moving, nothing is dropped). A posting
+The store cuts a batch into commands of at most ``MONGO_WRITE_BATCH`` statements, with at most
+``MONGO_MAX_INFLIGHT_WRITES`` in flight, each with a ``MONGO_TIMEOUT_SECONDS`` deadline. A batch is
+acked only after MongoDB accepted it. While MongoDB is unreachable (or a command passes its
+deadline) the agent keeps retrying the same batch with back-off (back-pressure: the partition stops
+moving, nothing is dropped; the writes are idempotent, so a retry is safe). A posting
 MongoDB rejects becomes a failed item and a ``jobs.dlq`` message; the rest of the batch is written.
 After the write, the changes are published on ``jobs.changes`` for downstream consumers.
 """
@@ -18,14 +21,13 @@ from functools import partial
 from typing import Any
 
 from faust.types import StreamT
-from pymongo import UpdateOne
-from pymongo.errors import BulkWriteError, ConnectionFailure, PyMongoError
+from pymongo.errors import PyMongoError
 
 from agents import metrics
-from models.postings import job_insert, job_upsert
+from models.postings import job_insert, job_upsert, search_document
 from models.runs import iso, outcomes_event, parse_iso
 from streams.app import Pipeline, ack_all, batches
-from streams.store import Store, until_reachable
+from streams.store import Store, unreachable, until_reachable
 
 logger = logging.getLogger(__name__)
 
@@ -35,63 +37,73 @@ DUPLICATE_KEY = 11000
 async def write_batch(store: Store, changes: Sequence[Mapping[str, Any]]) -> dict[str, str]:
     """Write the newest change per dedupeKey; return ``{dedupeKey: reason}`` of those MongoDB rejected.
 
-    Created postings are one unordered ``insert_many`` (no lookup: the dedupe table already knows
-    they are new); a duplicate key there is a replay, confirmed by one ``$in`` read of the
-    fingerprints. Updated postings (and stale duplicates) are one unordered bulk of upserts by
-    ``_id``. Raises ConnectionFailure when MongoDB cannot be reached (the caller retries).
+    Created postings are unordered inserts (no lookup: the dedupe table already knows they are
+    new); a duplicate key there is a replay, confirmed by an ``$in`` read of the fingerprints.
+    Updated postings (and stale duplicates) are unordered upserts by ``_id``. The store cuts both
+    into small commands (``MONGO_WRITE_BATCH``). Then the ``job_search`` documents of the written
+    postings follow. Raises what ``streams.store.unreachable`` recognises (the caller retries).
     """
     latest: dict[str, Mapping[str, Any]] = {}
     for change in changes:
         key = change["job"]["dedupeKey"]
         if key not in latest or change["version"] >= latest[key]["version"]:
             latest[key] = change
-    inserts = [key for key, change in latest.items() if change["version"] == 1]
-    updates = [key for key, change in latest.items() if change["version"] != 1]
+    created = [change for change in latest.values() if change["version"] == 1]
+    updated = [change for change in latest.values() if change["version"] != 1]
     rejected: dict[str, str] = {}
-    if inserts:
-        try:
-            await store.jobs.insert_many([job_insert(latest[key]) for key in inserts], ordered=False)
-        except BulkWriteError as exc:
-            duplicates = []
-            for error in exc.details["writeErrors"]:
-                key = inserts[error["index"]]
-                if error.get("code") == DUPLICATE_KEY:
-                    duplicates.append(key)
-                else:
-                    rejected[key] = f"write error {error.get('code')}: {error.get('errmsg')}"
-            if duplicates:
-                stored = {doc["_id"]: doc.get("fingerprint") async for doc in store.jobs.find(
-                    {"_id": {"$in": duplicates}}, {"fingerprint": 1})}
-                # Same fingerprint: a replay of a write that already happened. Otherwise repair it.
-                updates.extend(key for key in duplicates if stored.get(key) != latest[key]["fingerprint"])
-    if updates:
-        rejected.update(await upsert(store, [latest[key] for key in updates]))
+    duplicates = []
+    for error in await store.insert_unordered(store.jobs, [job_insert(change) for change in created]):
+        change = created[error["index"]]
+        if error.get("code") == DUPLICATE_KEY:
+            duplicates.append(change)
+        else:
+            rejected[key_of(change)] = write_error(error)
+    if duplicates:
+        stored = {doc["_id"]: doc.get("fingerprint")
+                  for doc in await store.find_by_ids(store.jobs, [key_of(change) for change in duplicates], {"fingerprint": 1})}
+        # Same fingerprint: a replay of a write that already happened. Otherwise repair it.
+        updated.extend(change for change in duplicates if stored.get(key_of(change)) != change["fingerprint"])
+    for error in await store.bulk_upsert(store.jobs, [job_upsert(change) for change in updated]):
+        rejected[key_of(updated[error["index"]])] = write_error(error)
+    upserted = {key_of(change) for change in updated}
+    await write_search(store,
+                       [change for change in created if key_of(change) not in rejected and key_of(change) not in upserted],
+                       [change for change in updated if key_of(change) not in rejected])
     return rejected
 
 
-async def upsert(store: Store, changes: Sequence[Mapping[str, Any]]) -> dict[str, str]:
-    operations = [UpdateOne(*job_upsert(change), upsert=True) for change in changes]
+async def write_search(store: Store, created: Sequence[Mapping[str, Any]], updated: Sequence[Mapping[str, Any]]) -> None:
+    """Keep ``job_search`` in step with ``jobs``: inserts for created postings, upserts by ``_id`` for updated ones.
+
+    A duplicate key on insert is a replay (already written). Any other failure that is not the
+    store being away is logged and counted, never turned into a failed posting: the job is stored,
+    and the next change of the posting rewrites its search document.
+    """
     try:
-        await store.jobs.bulk_write(operations, ordered=False)
-        return {}
-    except BulkWriteError as exc:
-        return {changes[error["index"]]["job"]["dedupeKey"]: f"write error {error.get('code')}: {error.get('errmsg')}"
-                for error in exc.details["writeErrors"]}
-    except ConnectionFailure:
-        raise
-    except (PyMongoError, KeyError) as exc:
-        # FerretDB answers a failed update bulk in a shape pymongo cannot merge (KeyError): find
-        # the culprits one by one (upserts are idempotent).
-        logger.warning("bulk upsert failed as a whole (%r); retrying %d upserts one by one", exc, len(operations))
-    rejected: dict[str, str] = {}
-    for change in changes:
-        try:
-            await store.jobs.update_one(*job_upsert(change), upsert=True)
-        except ConnectionFailure:
+        errors = await store.insert_unordered(store.job_search, [search_document(change) for change in created])
+        errors = [error for error in errors if error.get("code") != DUPLICATE_KEY]
+        upserts = []
+        for change in updated:
+            document = search_document(change)
+            upserts.append(({"_id": document.pop("_id")}, {"$set": document}))
+        errors += await store.bulk_upsert(store.job_search, upserts)
+    except PyMongoError as exc:
+        if unreachable(exc):
             raise
-        except PyMongoError as item_exc:
-            rejected[change["job"]["dedupeKey"]] = f"write error: {item_exc}"
-    return rejected
+        logger.warning("job_search write failed as a whole: %r (%d postings)", exc, len(created) + len(updated))
+        metrics.SEARCH_WRITE_FAILURES.inc(len(created) + len(updated))
+        return
+    if errors:
+        logger.warning("job_search rejected %d documents, first: %s", len(errors), write_error(errors[0]))
+        metrics.SEARCH_WRITE_FAILURES.inc(len(errors))
+
+
+def key_of(change: Mapping[str, Any]) -> str:
+    return str(change["job"]["dedupeKey"])
+
+
+def write_error(error: Mapping[str, Any]) -> str:
+    return f"write error {error.get('code')}: {error.get('errmsg')}"
 
 
 def attach(pipeline: Pipeline, store: Store) -> None:

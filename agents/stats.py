@@ -13,7 +13,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from faust.types import StreamT
-from pymongo import ReplaceOne
 
 from agents import metrics
 from models.runs import FINISHED, as_mongo, fold, missing_seqs, needs_repair, snapshot
@@ -33,8 +32,10 @@ def attach(pipeline: Pipeline, store: Store) -> None:
 
     async def project(snapshots: list[dict[str, Any]]) -> None:
         """Upsert the snapshots; hold the batch while MongoDB is away rather than lose a count."""
-        operations = [ReplaceOne({"_id": doc["runId"]}, {"_id": doc["runId"], **as_mongo(doc)}, upsert=True) for doc in snapshots]
-        await until_reachable(lambda: store.import_logs.bulk_write(operations, ordered=False), "import_logs projection")
+        writes = [({"_id": doc["runId"]}, {"_id": doc["runId"], **as_mongo(doc)}) for doc in snapshots]
+        errors = await until_reachable(lambda: store.bulk_upsert(store.import_logs, writes), "import_logs projection")
+        for error in errors:
+            logger.error("import_logs rejected the snapshot of run_id=%s: %s", writes[error["index"]][0]["_id"], error.get("errmsg"))
 
     async def stats(stream: StreamT[Any]) -> None:
         async for events in batches(stream, 1000, within=0.25):

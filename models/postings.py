@@ -60,3 +60,21 @@ def job_upsert(change: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any
     document = job_document(change)
     key = document.pop("_id")
     return {"_id": key}, {"$set": document, "$setOnInsert": {"createdAt": document["updatedAt"]}}
+
+
+def search_document(change: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``job_search`` document of a posting: the few fields the API searches and filters on.
+
+    Kept small and casefolded once here, so the API's search reads a narrow collection (and
+    matches case-insensitively with a plain substring/regex) instead of scanning ``jobs``.
+    """
+    job = change["job"]
+    title = job.get("title") or ""
+    company = job.get("company") or ""
+    return {
+        "_id": job["dedupeKey"],
+        "sourceUrl": job.get("sourceUrl"),
+        "company": company.strip().casefold(),
+        "text": f"{title}\n{company}".casefold(),
+        "publishedAt": parse_iso(job.get("publishedAt")),
+    }

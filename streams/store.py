@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from functools import partial
 from typing import Any, TypeVar
 
-from pymongo import ASCENDING, DESCENDING, AsyncMongoClient
+import pymongo
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReplaceOne, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import ConnectionFailure
+from pymongo.errors import BulkWriteError, ConnectionFailure, OperationFailure, PyMongoError
+from pymongo.monitoring import CommandListener
 
 from streams.settings import Settings
 
@@ -19,20 +22,39 @@ logger = logging.getLogger(__name__)
 Document = dict[str, Any]
 T = TypeVar("T")
 RETRY_MAX_SECONDS = 30.0
+INDEX_BUILD_SECONDS = 3600.0
+MAX_TIME_EXPIRED = 50  # the server's "operation exceeded time limit" (the maxTimeMS pymongo derives from timeoutMS)
+
+
+def unreachable(exc: BaseException) -> bool:
+    """A connection problem or a passed deadline: the store may answer in a moment, so hold the work and retry.
+
+    Anything else (a rejected document, a bad query) is an answer, and retrying would not change it.
+    """
+    if isinstance(exc, ConnectionFailure):
+        return True
+    if isinstance(exc, BulkWriteError):
+        return exc.timeout or any(error.get("code") == MAX_TIME_EXPIRED for error in exc.details.get("writeErrors", []))
+    return isinstance(exc, PyMongoError) and exc.timeout
 
 
 async def until_reachable(
     operation: Callable[[], Awaitable[T]],
     what: str,
-    errors: tuple[type[Exception], ...] = (ConnectionFailure,),
+    errors: tuple[type[Exception], ...] = (),
     on_retry: Callable[[], None] | None = None,
 ) -> T:
-    """Run ``operation`` until MongoDB answers, backing off up to 30 s: callers hold their work, never drop it."""
+    """Run ``operation`` until MongoDB answers, backing off up to 30 s: callers hold their work, never drop it.
+
+    Retried: connection failures and deadlines (``unreachable``), plus any exception in ``errors``.
+    """
     delay = 0.5
     while True:
         try:
             return await operation()
-        except errors as exc:
+        except Exception as exc:
+            if not (unreachable(exc) or isinstance(exc, errors)):
+                raise
             logger.warning("MongoDB unreachable, %s held error=%s retry_in=%.1fs", what, exc, delay)
             if on_retry is not None:
                 on_retry()
@@ -40,31 +62,92 @@ async def until_reachable(
             delay = min(delay * 2, RETRY_MAX_SECONDS)
 
 
-class Store:
-    """One client per process; collections by their SPEC §3 names."""
+def chunked(items: Sequence[T], size: int) -> list[tuple[int, Sequence[T]]]:
+    """``items`` cut into ``(offset, chunk)`` pieces of at most ``size``: one write command each."""
+    if size < 1:
+        raise ValueError(f"chunk size must be >= 1, got {size}")
+    return [(offset, items[offset:offset + size]) for offset in range(0, len(items), size)]
 
-    def __init__(self, settings: Settings) -> None:
+
+def remap_errors(errors: Iterable[Mapping[str, Any]], offset: int) -> list[Document]:
+    """A chunk's ``writeErrors`` with ``index`` pointing into the whole list the chunk was cut from."""
+    return [{**error, "index": error["index"] + offset} for error in errors]
+
+
+def upsert_operation(filter_: Mapping[str, Any], update: Mapping[str, Any]) -> UpdateOne | ReplaceOne[Document]:
+    """An upsert of ``update``: operators (``$set``...) make an UpdateOne, a plain document a ReplaceOne."""
+    if next(iter(update), "").startswith("$"):
+        return UpdateOne(dict(filter_), dict(update), upsert=True)
+    return ReplaceOne(dict(filter_), dict(update), upsert=True)
+
+
+class Store:
+    """One client per process; collections by their SPEC §3 names; the one write path of the worker.
+
+    Every write goes through ``insert_unordered`` / ``bulk_upsert`` / ``find_by_ids`` / ``write``: they
+    cut lists into commands of at most ``MONGO_WRITE_BATCH`` statements (FerretDB 1.24 as shipped
+    wedges on an update of 100) and hold ``write_gate`` while a command is in flight, so at most
+    ``MONGO_MAX_INFLIGHT_WRITES`` write commands of this process are in the store at once.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        timeout_seconds: float | None = None,
+        event_listeners: Sequence[CommandListener] = (),
+    ) -> None:
+        """``timeout_seconds`` (default ``MONGO_TIMEOUT_SECONDS``) is the deadline of each store call.
+
+        ``event_listeners`` are pymongo command listeners (tests use them to see the commands sent).
+        """
+        deadline = settings.mongo_timeout_seconds if timeout_seconds is None else timeout_seconds
+        # timeoutMS: every operation (server selection, pool checkout, the command round trip) has a
+        # deadline; pymongo raises a timeout error, which ``unreachable`` counts as the store being away.
         self.client: AsyncMongoClient[Document] = AsyncMongoClient(
-            settings.mongo_url, tz_aware=True, serverSelectionTimeoutMS=5000, connect=False
+            settings.mongo_url, tz_aware=True, serverSelectionTimeoutMS=5000, connect=False,
+            timeoutMS=deadline * 1000, event_listeners=list(event_listeners),
         )
+        self.write_batch = settings.mongo_write_batch
+        self.write_gate = asyncio.Semaphore(settings.mongo_max_inflight_writes)
         self.db: AsyncDatabase[Document] = self.client[settings.mongo_db]
         self.jobs: AsyncCollection[Document] = self.db["jobs"]
         self.import_logs: AsyncCollection[Document] = self.db["import_logs"]
         self.raw_feeds: AsyncCollection[Document] = self.db["raw_feeds"]
         self.feeds: AsyncCollection[Document] = self.db["feeds"]
         self.fetch_state: AsyncCollection[Document] = self.db["fetch_state"]
+        self.job_search: AsyncCollection[Document] = self.db["job_search"]
 
     async def ensure_indexes(self) -> None:
-        """Idempotent; run at start-up by every process that writes."""
+        """Idempotent; run at start-up by every process that writes.
+
+        Besides SPEC §3's indexes, one per list the API serves: (equality fields..., sort fields...) in
+        the list's sort directions, so a page is read in order and ``limit`` stops the read early.
+        Jobs are listed by (publishedAt desc, _id asc), runs by (requestedAt desc, runId desc).
+        """
+        with pymongo.timeout(INDEX_BUILD_SECONDS):  # an index built over a full collection outlasts MONGO_TIMEOUT_SECONDS
+            await self._create_indexes()
+
+    async def _create_indexes(self) -> None:
+        newest_jobs = [("publishedAt", DESCENDING), ("_id", ASCENDING)]
+        newest_runs = [("requestedAt", DESCENDING), ("runId", DESCENDING)]
         await self.jobs.create_index("dedupeKey", unique=True)
         await self.jobs.create_index([("sourceUrl", ASCENDING), ("publishedAt", DESCENDING)])
         await self.jobs.create_index([("updatedAt", DESCENDING)])
+        await self.jobs.create_index(newest_jobs)
+        await self.jobs.create_index([("sourceUrl", ASCENDING), *newest_jobs])
+        # ``text`` last: a search walks the index newest first and tests each entry's text there,
+        # without reading the document (10x fewer reads on the local store than without it).
+        await self.job_search.create_index([*newest_jobs, ("text", ASCENDING)])
+        await self.job_search.create_index([("company", ASCENDING), *newest_jobs])
+        await self.job_search.create_index([("sourceUrl", ASCENDING), *newest_jobs, ("text", ASCENDING)])
         await self.import_logs.create_index("runId", unique=True)
         await self.import_logs.create_index([("startedAt", DESCENDING)])
         await self.import_logs.create_index([("sourceUrl", ASCENDING), ("startedAt", DESCENDING)])
         await self.import_logs.create_index([("status", ASCENDING), ("startedAt", DESCENDING)])
-        await self.import_logs.create_index([("requestedAt", DESCENDING)])
-        await self.import_logs.create_index([("sourceUrl", ASCENDING), ("requestedAt", DESCENDING)])
+        await self.import_logs.create_index(newest_runs)
+        await self.import_logs.create_index([("status", ASCENDING), *newest_runs])
+        await self.import_logs.create_index([("sourceUrl", ASCENDING), *newest_runs])
         await self.raw_feeds.create_index("runId", unique=True)
         await self.raw_feeds.create_index([("fetchedAt", ASCENDING)])
         await self.feeds.create_index("url", unique=True)
@@ -80,11 +163,12 @@ class Store:
         """Add the feeds of FEEDS_FILE that the registry does not know; never re-enable a disabled one."""
         added = 0
         for entry in entries:
-            result = await self.feeds.update_one(
+            result = await self.write(partial(
+                self.feeds.update_one,
                 {"url": entry.url},
                 {"$setOnInsert": {"url": entry.url, "name": entry.name, "enabled": entry.enabled, "createdAt": now}},
                 upsert=True,
-            )
+            ))
             added += result.upserted_id is not None
         return added
 
@@ -93,4 +177,109 @@ class Store:
 
     async def active_sources(self) -> set[str]:
         """Feeds with a run still pending or running: the scheduler does not start them again."""
-        return set(await self.import_logs.distinct("sourceUrl", {"status": {"$in": ["pending", "running"]}}))
+        # Not ``distinct``: under a deadline pymongo adds maxTimeMS to every command, and FerretDB 1.24
+        # refuses it on ``distinct`` (FailedToParse); aggregate takes it on both stores.
+        busy: list[Document] = [{"$match": {"status": {"$in": ["pending", "running"]}}}, {"$group": {"_id": "$sourceUrl"}}]
+        return {doc["_id"] async for doc in await self.import_logs.aggregate(busy)}
+
+    # --- the write path: small commands, a bounded number in flight -------------------------------
+    #
+    # Retrying any of these after a timeout or a lost connection is safe: inserts are by ``_id``
+    # (a repeat is a duplicate key, which callers treat as "already written") and upserts by ``_id``
+    # set the same fields again. So ``until_reachable`` may rerun a whole batch. A slow but alive
+    # store does not loop forever: the deadline is per command and a command is at most
+    # ``MONGO_WRITE_BATCH`` statements, so it finishes well within it.
+
+    async def write(self, command: Callable[[], Awaitable[T]]) -> T:
+        """Run one single-statement write command (insert_one, update_one, delete_many...) inside the gate."""
+        async with self.write_gate:
+            return await command()
+
+    async def insert_unordered(self, collection: AsyncCollection[Document], documents: Sequence[Document]) -> list[Document]:
+        """Unordered inserts in commands of at most ``write_batch``; return the ``writeErrors`` (``index`` into ``documents``).
+
+        Raises what ``unreachable`` recognises (the caller retries); other errors are per document.
+        """
+
+        async def insert(offset: int, chunk: Sequence[Document]) -> list[Document]:
+            try:
+                await self.write(partial(collection.insert_many, chunk, ordered=False))
+            except BulkWriteError as exc:
+                if unreachable(exc):
+                    raise
+                return remap_errors(exc.details.get("writeErrors", []), offset)
+            return []
+
+        return await self._each_chunk(documents, insert)
+
+    async def bulk_upsert(
+        self, collection: AsyncCollection[Document], writes: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]]
+    ) -> list[Document]:
+        """Unordered upserts of ``(filter, update or replacement)`` pairs in commands of at most ``write_batch``.
+
+        Returns the ``writeErrors`` with ``index`` into ``writes``. FerretDB answers a failed update
+        bulk in a shape pymongo cannot merge (KeyError): that chunk is retried one upsert at a time
+        (upserts are idempotent) to find the culprits.
+        """
+
+        async def upsert(offset: int, chunk: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]]) -> list[Document]:
+            operations = [upsert_operation(filter_, update) for filter_, update in chunk]
+            try:
+                await self.write(partial(collection.bulk_write, operations, ordered=False))
+                return []
+            except BulkWriteError as exc:
+                if unreachable(exc):
+                    raise
+                return remap_errors(exc.details.get("writeErrors", []), offset)
+            except (PyMongoError, KeyError) as exc:
+                if unreachable(exc):
+                    raise
+                logger.warning("bulk upsert into %s failed as a whole (%r); retrying %d upserts one by one",
+                               collection.name, exc, len(operations))
+            errors: list[Document] = []
+            for index, (filter_, update) in enumerate(chunk, start=offset):
+                try:
+                    await self._upsert_one(collection, filter_, update)
+                except PyMongoError as item_exc:
+                    if unreachable(item_exc):
+                        raise
+                    code = item_exc.code if isinstance(item_exc, OperationFailure) else None
+                    errors.append({"index": index, "code": code, "errmsg": str(item_exc)})
+            return errors
+
+        return await self._each_chunk(writes, upsert)
+
+    async def find_by_ids(
+        self, collection: AsyncCollection[Document], ids: Sequence[Any], projection: Mapping[str, Any] | None = None
+    ) -> list[Document]:
+        """The documents whose ``_id`` is in ``ids``: one ``$in`` read per ``write_batch`` ids, inside the gate."""
+
+        async def find(_offset: int, chunk: Sequence[Any]) -> list[Document]:
+            async with self.write_gate:
+                return [doc async for doc in collection.find({"_id": {"$in": list(chunk)}}, projection)]
+
+        return await self._each_chunk(ids, find)
+
+    async def _upsert_one(self, collection: AsyncCollection[Document], filter_: Mapping[str, Any], update: Mapping[str, Any]) -> None:
+        if isinstance(upsert_operation(filter_, update), UpdateOne):
+            await self.write(partial(collection.update_one, dict(filter_), dict(update), upsert=True))
+        else:
+            await self.write(partial(collection.replace_one, dict(filter_), dict(update), upsert=True))
+
+    async def _each_chunk(
+        self, items: Sequence[T], command: Callable[[int, Sequence[T]], Awaitable[list[Document]]]
+    ) -> list[Document]:
+        """Run ``command(offset, chunk)`` for every chunk at once (the gate bounds how many reach the store).
+
+        The first failure cancels the other chunks and is raised as it is (not as an ExceptionGroup),
+        so callers and ``until_reachable`` see the pymongo error.
+        """
+        tasks = [asyncio.ensure_future(command(offset, chunk)) for offset, chunk in chunked(items, self.write_batch)]
+        try:
+            results = await asyncio.gather(*tasks)
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        return [row for rows in results for row in rows]

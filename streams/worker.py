@@ -16,7 +16,7 @@ from agents import metrics
 from models.registry import RegistryError, parse_feeds_file
 from streams.app import consumer_lag, create_pipeline
 from streams.settings import Settings
-from streams.store import Store
+from streams.store import Store, until_reachable
 from streams.topics import ensure_topics
 
 logger = logging.getLogger(__name__)
@@ -37,8 +37,13 @@ def run_worker(settings: Settings) -> None:
     agents.attach_all(pipeline, store, session)
 
     async def prepare_store() -> None:
-        await store.ensure_indexes()
-        await seed_registry(settings, store)
+        """Retried with back-off while MongoDB is away or slow (both steps are idempotent)."""
+
+        async def prepare() -> None:
+            await store.ensure_indexes()
+            await seed_registry(settings, store)
+
+        await until_reachable(prepare, "indexes/seed")
 
     async def close_clients(app: faust.App, **_: Any) -> None:
         if http:

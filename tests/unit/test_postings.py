@@ -8,7 +8,7 @@ from pathlib import Path
 import jsonschema
 
 from models.feed import parse_feed
-from models.postings import change_event, job_insert, job_upsert, posting_json
+from models.postings import change_event, job_insert, job_upsert, posting_json, search_document
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = json.loads((ROOT / "models" / "schemas" / "jobs-change.schema.json").read_text())
@@ -44,3 +44,22 @@ def test_insert_and_upsert_are_keyed_by_dedupe_key_and_carry_event_time() -> Non
     assert flt == {"_id": document["dedupeKey"]}
     assert "_id" not in update["$set"] and update["$set"]["lastRunId"] == "r1"
     assert job_upsert(event) == (flt, update), "the same event always gives the same write"
+
+
+def test_search_document_is_small_casefolded_and_keyed_by_dedupe_key() -> None:
+    event = change_event(parsed_value(), "updated", 2, "2025-01-06T10:00:00Z")
+    event["job"] = {**event["job"], "title": "Senior STRASSE Engineer", "company": "  Ärzte Straße GmbH ",
+                    "publishedAt": "2025-01-05T08:30:00Z"}
+    document = search_document(event)
+    assert set(document) == {"_id", "sourceUrl", "company", "text", "publishedAt"}
+    assert document["_id"] == event["job"]["dedupeKey"] and document["sourceUrl"] == event["job"]["sourceUrl"]
+    assert document["company"] == "ärzte strasse gmbh"
+    assert document["text"] == "senior strasse engineer\n  ärzte strasse gmbh "
+    assert document["publishedAt"].isoformat() == "2025-01-05T08:30:00+00:00"
+
+
+def test_search_document_of_a_posting_without_company_or_date() -> None:
+    event = change_event(parsed_value(), "created", 1, "2025-01-06T10:00:00Z")
+    event["job"] = {**event["job"], "title": "Job", "company": None, "publishedAt": None}
+    document = search_document(event)
+    assert (document["company"], document["text"], document["publishedAt"]) == ("", "job\n", None)
