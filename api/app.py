@@ -11,6 +11,7 @@ import weakref
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
+import pymongo
 from aiohttp import web
 from aiohttp.typedefs import Handler
 from pymongo.errors import ConnectionFailure, PyMongoError
@@ -44,7 +45,7 @@ STREAM_ROUTE = "/api/import-logs/stream"
 
 def create_app(settings: Settings, options: ApiOptions | None = None) -> web.Application:
     options = options or ApiOptions()
-    app = web.Application(middlewares=[metrics_middleware, error_middleware, auth_middleware])
+    app = web.Application(middlewares=[metrics_middleware, error_middleware, auth_middleware, store_deadline_middleware])
     metrics = ApiMetrics(process_metrics=options.process_metrics)
     app[SETTINGS] = settings
     app[OPTIONS] = options
@@ -181,9 +182,13 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             raise
         headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "www-authenticate")}
         return json_response({"error": _http_error_text(exc)}, status=exc.status, headers=headers)
-    except ConnectionFailure as exc:
-        logger.warning("MongoDB unavailable during %s %s: %s", request.method, request.path, exc)
-        return json_response({"error": f"MongoDB unavailable: {exc}"}, status=503)
+    except PyMongoError as exc:
+        if not (exc.timeout or isinstance(exc, ConnectionFailure)):
+            logger.exception("store error in %s %s", request.method, request.path)
+            return json_response({"error": "internal server error"}, status=500)
+        # The details (host, topology) stay in the log: clients learn only that the store did not answer.
+        logger.warning("store unavailable during %s %s: %s", request.method, request.path, exc)
+        return json_response({"error": "store unavailable"}, status=503)
     except asyncio.CancelledError:
         raise
     except Exception:
@@ -197,6 +202,19 @@ def _http_error_text(exc: web.HTTPException) -> str:
     if exc.status == 405:
         return f"method not allowed; allowed: {exc.headers.get('Allow', '')}"
     return exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else exc.reason
+
+
+@web.middleware
+async def store_deadline_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """One deadline (API_STORE_TIMEOUT_SECONDS) for all the MongoDB calls of a request, so a hung store costs
+    a 503 instead of a request that never ends. pymongo's client-side timeout covers server selection, connection
+    checkout and the reply, and reaches tasks the handler starts (a context variable). The SSE stream makes no
+    store call and lives for hours: it is left out.
+    """
+    if request.path == STREAM_ROUTE:
+        return await handler(request)
+    with pymongo.timeout(request.app[SETTINGS].api_store_timeout_seconds):
+        return await handler(request)
 
 
 @web.middleware

@@ -11,10 +11,12 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import pymongo
 from aiohttp import web
 from aiohttp_sse import EventSourceResponse, sse_response
-from pymongo import ASCENDING, DESCENDING
-from pymongo.errors import DuplicateKeyError
+from pymongo import ASCENDING
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import ConnectionFailure, DuplicateKeyError, PyMongoError
 
 from api import queries
 from api.context import HUB, KAFKA, METRICS, OPTIONS, SETTINGS, STATIC_FILES, STORE, STREAMS
@@ -32,7 +34,8 @@ STATIC_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; ch
 DASHBOARD_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
                  "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 LOG_LIST_PROJECTION = {"_id": 0, "failures": 0}
-JOB_LIST_PROJECTION = {"_id": 0, "description": 0}
+JOB_LIST_PROJECTION = {"description": 0}  # _id (= dedupeKey) is the sort's tie-break; to_json drops it
+SEARCH_PROJECTION = {"_id": 1, "publishedAt": 1}
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -61,19 +64,25 @@ async def json_body(request: web.Request) -> Any:
 @routes.get("/health")
 async def health(request: web.Request) -> web.Response:
     timeout = request.app[OPTIONS].health_timeout_seconds
-    kafka, mongo = await asyncio.gather(request.app[KAFKA].check(timeout), _mongo_check(request, timeout))
+    store_timeout = min(timeout, request.app[SETTINGS].api_store_timeout_seconds)
+    kafka, mongo = await asyncio.gather(request.app[KAFKA].check(timeout), _mongo_check(request, store_timeout))
     healthy = kafka == "ok" and mongo == "ok"
     return json_response({"status": "ok" if healthy else "error", "kafka": kafka, "mongo": mongo},
                          status=200 if healthy else 503)
 
 
 async def _mongo_check(request: web.Request, timeout: float) -> str:
+    """``ok`` or why not, naming no host and no exception text (details go to the log only)."""
     try:
-        await asyncio.wait_for(request.app[STORE].ping(), timeout)
-    except TimeoutError:
-        return f"error: no answer to ping within {timeout:g}s"
-    except Exception as exc:  # reported, not raised: this is the health check
-        return f"error: {type(exc).__name__}: {exc}"
+        with pymongo.timeout(timeout):  # nested in the request's store deadline (the shorter wins): at most that
+            await request.app[STORE].ping()
+    except PyMongoError as exc:
+        logger.warning("health: MongoDB ping failed: %s", exc)
+        if exc.timeout:
+            return f"error: no answer within {timeout:g}s"
+        if isinstance(exc, ConnectionFailure):
+            return "error: unreachable"
+        return "error: ping refused"
     return "ok"
 
 
@@ -139,21 +148,12 @@ async def run_import(request: web.Request) -> web.Response:
 
 @routes.get("/api/import-logs")
 async def list_import_logs(request: web.Request) -> web.Response:
-    page = queries.parse_page(request.query)
-    query = queries.import_logs_query(request.query)
+    page = queries.parse_page(request.query, queries.RUNS_ORDER)
+    conditions = queries.import_logs_filter(request.query)
     logs = request.app[STORE].import_logs
-    unstarted_total, started_total = await asyncio.gather(
-        logs.count_documents(query.unstarted), logs.count_documents(query.started))
-    cut = queries.split_page(page, unstarted_total)
-    items: list[Document] = []
-    if cut.unstarted_limit:
-        cursor = logs.find(query.unstarted, LOG_LIST_PROJECTION).sort([("requestedAt", DESCENDING), ("runId", DESCENDING)])
-        items += [doc async for doc in cursor.skip(cut.unstarted_skip).limit(cut.unstarted_limit)]
-    if cut.started_limit:
-        cursor = logs.find(query.started, LOG_LIST_PROJECTION).sort(
-            [("startedAt", DESCENDING), ("requestedAt", DESCENDING), ("runId", DESCENDING)])
-        items += [doc async for doc in cursor.skip(cut.started_skip).limit(cut.started_limit)]
-    return json_response({"items": items, "page": page.page, "limit": page.limit, "total": unstarted_total + started_total})
+    (items, after), total = await asyncio.gather(
+        keyset_page(logs, conditions, queries.RUNS_ORDER, page, LOG_LIST_PROJECTION), page_total(logs, conditions, page))
+    return json_response({"items": items, "page": page.page, "limit": page.limit, **total, "next": after})
 
 
 @routes.get("/api/import-logs/stream")
@@ -213,16 +213,51 @@ async def get_import_log(request: web.Request) -> web.Response:
 
 @routes.get("/api/jobs")
 async def list_jobs(request: web.Request) -> web.Response:
-    page = queries.parse_page(request.query)
-    conditions = queries.jobs_filter(request.query)
-    jobs = request.app[STORE].jobs
-    cursor = jobs.find(conditions, JOB_LIST_PROJECTION).sort([("publishedAt", DESCENDING), ("dedupeKey", ASCENDING)])
-    items, total = await asyncio.gather(_all(cursor.skip(page.skip).limit(page.limit)), jobs.count_documents(conditions))
-    return json_response({"items": items, "page": page.page, "limit": page.limit, "total": total})
+    """Plain lists read ``jobs``; ``q``/``company`` page through ``job_search``, then read those jobs by ``_id``."""
+    page = queries.parse_page(request.query, queries.JOBS_ORDER)
+    query = queries.jobs_query(request.query)
+    store = request.app[STORE]
+    collection = store.job_search if query.search else store.jobs
+    projection = SEARCH_PROJECTION if query.search else JOB_LIST_PROJECTION
+    (rows, after), total = await asyncio.gather(
+        keyset_page(collection, query.filter, queries.JOBS_ORDER, page, projection),
+        page_total(collection, query.filter, page))
+    items = await jobs_by_key(store.jobs, [row["_id"] for row in rows]) if query.search else rows
+    return json_response({"items": items, "page": page.page, "limit": page.limit, **total, "next": after})
 
 
-async def _all(cursor: Any) -> list[Document]:
-    return [doc async for doc in cursor]
+async def jobs_by_key(jobs: AsyncCollection[Document], keys: list[str]) -> list[Document]:
+    """The jobs of ``keys`` in that order; a key whose job is gone (deleted since) is left out."""
+    if not keys:
+        return []
+    found = {doc["_id"]: doc async for doc in jobs.find({"_id": {"$in": keys}}, JOB_LIST_PROJECTION)}
+    return [found[key] for key in keys if key in found]
+
+
+async def keyset_page(collection: AsyncCollection[Document], conditions: Document, order: queries.Order, page: queries.Page,
+                      projection: Document) -> tuple[list[Document], str | None]:
+    """One page in ``order`` and the next page's cursor; one row more than the page is read to know if there is one."""
+    wanted = page.limit + 1
+    rows: list[Document] = []
+    for part in queries.keyset_filters(conditions, order, page.after):
+        cursor = collection.find(part, projection, sort=order.sort, skip=page.skip, limit=wanted - len(rows))
+        rows += [doc async for doc in cursor]
+        if len(rows) >= wanted:
+            break
+    return queries.cut_page(order, page, rows)
+
+
+async def page_total(collection: AsyncCollection[Document], conditions: Document, page: queries.Page) -> Document:
+    """``total`` and ``totalExact``: a filtered count reads every match, so it is made only when asked (total=1).
+
+    Unasked, an unfiltered list reports the collection's estimated count (metadata, no scan), a filtered one null.
+    """
+    if page.total:  # the count command (not count_documents' aggregation): the store pushes its filter down
+        reply = await collection.database.command("count", collection.name, query=conditions)
+        return {"total": int(reply["n"]), "totalExact": True}
+    if not conditions:
+        return {"total": await collection.estimated_document_count(), "totalExact": False}
+    return {"total": None, "totalExact": False}
 
 
 @routes.get("/api/jobs/{dedupeKey}")
@@ -241,7 +276,7 @@ async def list_feeds(request: web.Request) -> web.Response:
     latest = await asyncio.gather(*(
         store.import_logs.find_one({"sourceUrl": feed["url"]}, {"_id": 0, "runId": 1, "status": 1, "startedAt": 1,
                                                                "finishedAt": 1, "requestedAt": 1},
-                                   sort=[("requestedAt", DESCENDING)])
+                                   sort=queries.RUNS_ORDER.sort)
         for feed in feeds))
     items = [{**feed_json(feed), "lastRun": to_json(run)} for feed, run in zip(feeds, latest, strict=True)]
     return json_response({"items": items, "total": len(items)})

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from api.queries import DEFAULT_LIMIT, MAX_CURSOR_LENGTH, MAX_LIMIT, MAX_PAGE, MAX_SKIP
 from models.runs import STATUSES
 
 Schema = dict[str, Any]
@@ -35,21 +36,33 @@ def _path(name: str, description: str) -> Schema:
 def _page(item: str) -> Schema:
     return {
         "type": "object",
-        "required": ["items", "page", "limit", "total"],
+        "required": ["items", "page", "limit", "total", "totalExact", "next"],
         "properties": {
             "items": {"type": "array", "items": _ref(item)},
-            "page": {"type": "integer", "minimum": 1},
-            "limit": {"type": "integer", "minimum": 1, "maximum": 200},
-            "total": {"type": "integer", "minimum": 0},
+            "page": {"type": "integer", "minimum": 1, "description": "this page's number (also when reached by cursor)"},
+            "limit": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
+            "total": {"type": ["integer", "null"], "minimum": 0, "description": (
+                "with `total=1`: the exact number of matching items. Otherwise, without filters: the "
+                "collection's estimated document count (from metadata, no scan); with filters: null (not counted)")},
+            "totalExact": {"type": "boolean", "description": "true when `total` is an exact count (`total=1`)"},
+            "next": {"type": ["string", "null"], "description": "cursor of the next page (pass it as `after`); "
+                                                                  "null on the last page"},
         },
     }
 
 
 PAGING = [
-    _query("page", "1-based page number", {"type": "integer", "minimum": 1, "default": 1}),
-    _query("limit", "items per page", {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}),
+    _query("page", f"1-based page number, for shallow pages: (page-1)*limit must be <= {MAX_SKIP} (400 beyond); "
+                   "deeper pages go by `after`", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": 1}),
+    _query("limit", "items per page", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT}),
+    _query("after", "opaque cursor: the `next` of the previous page. Opens the page after it, at any depth, without "
+                    "gaps or repeats when items are added meanwhile. Not together with `page`",
+           {"type": "string", "maxLength": MAX_CURSOR_LENGTH}),
+    _query("total", "1/true: count every matching item (reads them all: slow on big filtered sets)",
+           {"type": "boolean", "default": False}),
 ]
 BAD_REQUEST = _error("invalid parameter or body")
+STORE_UNAVAILABLE = _error("MongoDB did not answer within API_STORE_TIMEOUT_SECONDS: `store unavailable`")
 UNAUTHORIZED = _error("API_TOKEN is set and the request lacks `Authorization: Bearer <token>`")
 SECURED: list[dict[str, list[str]]] = [{"bearer": []}]
 TIMESTAMP = {"type": ["string", "null"], "format": "date-time"}
@@ -157,7 +170,9 @@ def openapi_document() -> dict[str, Any]:
         "info": {
             "title": "jobstream API",
             "version": "1.0.0",
-            "description": "Import history, live import progress (SSE), jobs and the feed registry of jobstream.",
+            "description": ("Import history, live import progress (SSE), jobs and the feed registry of jobstream. "
+                            "Every endpoint that uses MongoDB answers 503 `{\"error\": \"store unavailable\"}` when "
+                            "the store does not answer within API_STORE_TIMEOUT_SECONDS (default 5)."),
         },
         "components": {
             "schemas": SCHEMAS,
@@ -198,16 +213,17 @@ def openapi_document() -> dict[str, Any]:
                 },
             }},
             "/api/import-logs": {"get": {
-                "summary": "Import runs, newest first (runs not started yet come first)", "operationId": "listImportLogs",
+                "summary": "Import runs, newest requested first (ties: runId descending)", "operationId": "listImportLogs",
                 "parameters": [
                     *PAGING,
                     _query("status", "one status or a comma-separated list", {"type": "string",
                                                                               "examples": ["running,pending"]}),
                     _query("source", "exact feed URL", {"type": "string"}),
-                    _query("since", "runs started (or requested, when not started) at or after this ISO-8601 time",
+                    _query("since", "runs requested at or after this ISO-8601 time",
                            {"type": "string", "format": "date-time"}),
                 ],
-                "responses": {"200": _json(_page("ImportLog"), "one page"), "400": BAD_REQUEST},
+                "responses": {"200": _json(_page("ImportLog"), "one page"), "400": BAD_REQUEST,
+                              "503": STORE_UNAVAILABLE},
             }},
             "/api/import-logs/stream": {"get": {
                 "summary": "Live run snapshots (Server-Sent Events)", "operationId": "streamImportLogs",
@@ -227,14 +243,14 @@ def openapi_document() -> dict[str, Any]:
                 "responses": {"200": _json(_ref("ImportLog"), "the run"), "404": _error("unknown run")},
             }},
             "/api/jobs": {"get": {
-                "summary": "Jobs, newest published first", "operationId": "listJobs",
+                "summary": "Jobs, newest published first (ties: dedupeKey ascending; no date: last)", "operationId": "listJobs",
                 "parameters": [
                     *PAGING,
                     _query("q", "text in the title or company, case-insensitive", {"type": "string"}),
                     _query("source", "exact feed URL", {"type": "string"}),
                     _query("company", "company name, case-insensitive exact match", {"type": "string"}),
                 ],
-                "responses": {"200": _json(_page("Job"), "one page"), "400": BAD_REQUEST},
+                "responses": {"200": _json(_page("Job"), "one page"), "400": BAD_REQUEST, "503": STORE_UNAVAILABLE},
             }},
             "/api/jobs/{dedupeKey}": {"get": {
                 "summary": "One job", "operationId": "getJob",

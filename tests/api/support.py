@@ -185,13 +185,27 @@ def stored(doc: Mapping[str, Any]) -> dict[str, Any]:
     return as_mongo(doc)
 
 
-def job_doc(key: str, source_url: str, title: str, company: str, published: datetime) -> dict[str, Any]:
+def job_doc(key: str, source_url: str, title: str, company: str, published: datetime | None) -> dict[str, Any]:
+    """A ``jobs`` document as the sink writes it: ``_id`` is the dedupeKey."""
     return {
-        "dedupeKey": key, "sourceUrl": source_url, "sourceName": "test", "externalId": key, "title": title,
+        "_id": key, "dedupeKey": key, "sourceUrl": source_url, "sourceName": "test", "externalId": key, "title": title,
         "company": company, "location": "Remote", "jobType": "Full-time", "categories": ["dev"], "region": None,
         "url": f"https://example.com/jobs/{key}", "description": f"About {title}", "publishedAt": published,
         "fingerprint": "f" * 40, "version": 1, "createdAt": published, "updatedAt": published, "lastRunId": "r1",
     }
+
+
+def search_doc(job: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``job_search`` document of a job, built here so the API tests do not depend on the write path."""
+    company = job.get("company") or ""
+    return {"_id": job["dedupeKey"], "sourceUrl": job["sourceUrl"], "company": company.strip().casefold(),
+            "text": f"{job.get('title') or ''}\n{company}".casefold(), "publishedAt": job["publishedAt"]}
+
+
+def insert_jobs(db: Any, jobs: list[dict[str, Any]]) -> None:
+    """Jobs and their job_search documents, as the sink stores them."""
+    db.jobs.insert_many(jobs)
+    db.job_search.insert_many([search_doc(job) for job in jobs])
 
 
 # --- metrics ---------------------------------------------------------------------------------------

@@ -142,6 +142,18 @@ async def test_dashboard_runs_an_import_and_follows_it_live(
     await page.fill("#jobs-q", "python developer 1")
     await expect(page.locator("#jobs-body tr")).to_have_count(11)  # 1 and 10..19
     await page.screenshot(path=str(ARTIFACTS / "dashboard-jobs.png"))
+    await expect(page.locator("#jobs-page-text")).to_have_text("Page 1")  # a search is not counted unless asked
+    # all 33 jobs are two pages of 25: the pager follows the API's cursor and walks back
+    await page.fill("#jobs-q", "")
+    await expect(page.locator("#jobs-body tr")).to_have_count(25)
+    await expect(page.locator("#jobs-page-text")).to_have_text("Page 1 of 2 · 33 jobs")
+    await page.click("#jobs-pager [data-page=next]")
+    await expect(page.locator("#jobs-body tr")).to_have_count(8)
+    await expect(page.locator("#jobs-page-text")).to_have_text("Page 2 of 2 · 33 jobs")
+    await expect(page.locator("#jobs-pager [data-page=next]")).to_be_disabled()
+    await page.click("#jobs-pager [data-page=prev]")
+    await expect(page.locator("#jobs-body tr")).to_have_count(25)
+    await expect(page.locator("#jobs-pager [data-page=prev]")).to_be_disabled()
 
     # the API restarts: the page reconnects by itself and keeps following runs
     api.stop()

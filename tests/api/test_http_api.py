@@ -14,7 +14,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from api.openapi import openapi_document
 from tests.api.conftest import MakeApi
-from tests.api.support import BASE_TIME, ApiHarness, fast_options, job_doc, run_doc, sample, stored
+from tests.api.support import BASE_TIME, ApiHarness, fast_options, insert_jobs, job_doc, run_doc, sample, stored
 from tests.support import free_port, mongo_db
 
 pytestmark = pytest.mark.integration
@@ -34,12 +34,14 @@ async def test_health_is_ok_when_kafka_and_mongo_answer(api: ApiHarness) -> None
 
 
 async def test_health_names_mongo_when_it_is_unreachable(make_api: MakeApi) -> None:
-    down = await make_api(fast_options(health_timeout_seconds=1.0), MONGO_URL=f"mongodb://127.0.0.1:{free_port()}")
+    port = free_port()
+    down = await make_api(fast_options(health_timeout_seconds=1.0), MONGO_URL=f"mongodb://127.0.0.1:{port}")
     response = await down.client.get("/health")
     body = await response.json()
     assert response.status == 503
     assert body["status"] == "error" and body["kafka"] == "ok"
     assert body["mongo"].startswith("error: ")
+    assert str(port) not in body["mongo"] and "127.0.0.1" not in body["mongo"]  # no host, no exception text
 
 
 async def test_health_names_kafka_when_it_is_unreachable(make_api: MakeApi) -> None:
@@ -84,11 +86,13 @@ def ids(body: dict[str, Any]) -> list[str]:
     return [item["runId"].rsplit("-", 1)[0] for item in body["items"]]
 
 
-async def test_import_logs_are_newest_first_with_unstarted_runs_on_top(api: ApiHarness, seeded_runs: Any) -> None:
+async def test_import_logs_are_newest_requested_first(api: ApiHarness, seeded_runs: Any) -> None:
     source, _ = seeded_runs
-    body = await api.json("GET", "/api/import-logs", 200, params={"source": source})
+    body = await api.json("GET", "/api/import-logs", 200, params={"source": source, "total": "1"})
     assert ids(body) == ["r-pending-2", "r-pending-1", "r-running", "r-failed", "r-partial", "r-old"]
-    assert (body["page"], body["limit"], body["total"]) == (1, 50, 6)
+    assert (body["page"], body["limit"], body["total"], body["totalExact"], body["next"]) == (1, 50, 6, True, None)
+    uncounted = await api.json("GET", "/api/import-logs", 200, params={"source": source})
+    assert ids(uncounted) == ids(body) and (uncounted["total"], uncounted["totalExact"]) == (None, False)
     first = body["items"][2]
     assert "_id" not in first and "failures" not in first
     assert first["fileName"] == source and first["status"] == "running"
@@ -98,10 +102,14 @@ async def test_import_logs_are_newest_first_with_unstarted_runs_on_top(api: ApiH
 
 async def test_import_logs_paginate_across_unstarted_and_started(api: ApiHarness, seeded_runs: Any) -> None:
     source, _ = seeded_runs
-    pages = [await api.json("GET", "/api/import-logs", 200, params={"source": source, "limit": "4", "page": str(p)})
-             for p in (1, 2, 3)]
+    pages = [await api.json("GET", "/api/import-logs", 200,
+                            params={"source": source, "limit": "4", "page": str(p), "total": "1"}) for p in (1, 2, 3)]
     assert [ids(p) for p in pages] == [["r-pending-2", "r-pending-1", "r-running", "r-failed"], ["r-partial", "r-old"], []]
     assert {p["total"] for p in pages} == {6}
+    assert pages[0]["next"] and pages[1]["next"] is None and pages[2]["next"] is None
+    by_cursor = await api.json("GET", "/api/import-logs", 200, params={"source": source, "limit": "4",
+                                                                         "after": pages[0]["next"]})
+    assert ids(by_cursor) == ids(pages[1]) and by_cursor["page"] == 2
     middle = await api.json("GET", "/api/import-logs", 200, params={"source": source, "limit": "3", "page": "2"})
     assert ids(middle) == ["r-failed", "r-partial", "r-old"]
 
@@ -109,19 +117,31 @@ async def test_import_logs_paginate_across_unstarted_and_started(api: ApiHarness
 @pytest.mark.parametrize(("params", "expected"), [
     ({"status": "failed"}, ["r-failed"]),
     ({"status": "pending,running"}, ["r-pending-2", "r-pending-1", "r-running"]),
-    ({"since": (BASE_TIME + timedelta(hours=2)).isoformat()}, ["r-pending-2", "r-pending-1", "r-running", "r-failed"]),
+    # since is on requestedAt (r-failed was requested one second before it started, at 12:00)
+    ({"since": (BASE_TIME + timedelta(hours=2, seconds=-1)).isoformat()}, ["r-pending-2", "r-pending-1", "r-running", "r-failed"]),
+    ({"since": (BASE_TIME + timedelta(hours=2)).isoformat()}, ["r-pending-2", "r-pending-1", "r-running"]),
     ({"since": "2025-01-06T14:30:00Z"}, ["r-pending-2"]),
     ({"status": "completed,partial", "since": "2025-01-06"}, ["r-partial", "r-old"]),
 ])
 async def test_import_logs_filters(api: ApiHarness, seeded_runs: Any, params: dict[str, str], expected: list[str]) -> None:
     source, _ = seeded_runs
-    body = await api.json("GET", "/api/import-logs", 200, params={"source": source, **params})
+    body = await api.json("GET", "/api/import-logs", 200, params={"source": source, "total": "1", **params})
     assert ids(body) == expected and body["total"] == len(expected)
+    one_by_one: list[str] = []
+    after = None
+    while True:  # the cursor walk of the same filter lists the same runs
+        page = await api.json("GET", "/api/import-logs", 200,
+                              params={"source": source, "limit": "1", **params, **({"after": after} if after else {})})
+        one_by_one += ids(page)
+        if not (after := page["next"]):
+            break
+    assert one_by_one == expected
 
 
 @pytest.mark.parametrize("params", [
     {"page": "0"}, {"page": "two"}, {"limit": "0"}, {"limit": "201"}, {"limit": "1e3"}, {"status": "done"},
-    {"since": "last week"}, {"since": "2025-02-30"},
+    {"since": "last week"}, {"since": "2025-02-30"}, {"page": "999999999999999999"}, {"page": "1" * 5000},
+    {"page": "1001"}, {"page": "300", "limit": "50"}, {"after": "garbage"}, {"total": "maybe"},
 ])
 async def test_import_logs_reject_bad_parameters_with_400(api: ApiHarness, params: dict[str, str]) -> None:
     error = await api.json("GET", "/api/import-logs", 400, params=params)
@@ -155,7 +175,7 @@ def seeded_jobs(api: ApiHarness) -> tuple[str, str, str]:
         job_doc(f"{prefix}-3", source, "Data Analyst", "python works", t + timedelta(days=2)),
         job_doc(f"{prefix}-o1", other, "Python Developer", "Acme", t),
     ]
-    mongo_db(api.env).jobs.insert_many(jobs)
+    insert_jobs(mongo_db(api.env), jobs)
     return source, other, prefix
 
 
@@ -165,13 +185,13 @@ def keys(body: dict[str, Any]) -> list[str]:
 
 async def test_jobs_search_title_or_company_case_insensitively(api: ApiHarness, seeded_jobs: Any) -> None:
     source, other, _ = seeded_jobs
-    body = await api.json("GET", "/api/jobs", 200, params={"q": "PYTHON", "source": source})
+    body = await api.json("GET", "/api/jobs", 200, params={"q": "PYTHON", "source": source, "total": "1"})
     assert keys(body) == ["3", "1"]  # newest published first
     assert body["total"] == 2 and "description" not in body["items"][0] and "_id" not in body["items"][0]
     assert body["items"][0]["publishedAt"] == "2025-01-08T10:00:00Z"
     special = await api.json("GET", "/api/jobs", 200, params={"q": "c++ (embedded", "source": source})
     assert keys(special) == ["2"]
-    assert (await api.json("GET", "/api/jobs", 200, params={"q": ".*", "source": source}))["total"] == 0
+    assert (await api.json("GET", "/api/jobs", 200, params={"q": ".*", "source": source, "total": "1"}))["total"] == 0
 
 
 async def test_jobs_filter_by_company_and_source_and_paginate(api: ApiHarness, seeded_jobs: Any) -> None:
@@ -179,13 +199,43 @@ async def test_jobs_filter_by_company_and_source_and_paginate(api: ApiHarness, s
     acme = await api.json("GET", "/api/jobs", 200, params={"company": "acme", "q": "python"})
     assert {item["sourceUrl"] for item in acme["items"]} >= {source, other}
     assert keys(await api.json("GET", "/api/jobs", 200, params={"company": "ACME", "source": other})) == ["o1"]
-    pages = [await api.json("GET", "/api/jobs", 200, params={"source": source, "limit": "2", "page": str(p)}) for p in (1, 2)]
+    pages = [await api.json("GET", "/api/jobs", 200, params={"source": source, "limit": "2", "page": str(p), "total": "1"})
+             for p in (1, 2)]
     assert [keys(p) for p in pages] == [["3", "2"], ["1"]] and pages[1]["total"] == 3
+    by_cursor = await api.json("GET", "/api/jobs", 200, params={"source": source, "limit": "2", "after": pages[0]["next"]})
+    assert keys(by_cursor) == ["1"] and by_cursor["next"] is None and by_cursor["page"] == 2
+    assert (by_cursor["total"], by_cursor["totalExact"]) == (None, False)  # filtered and not asked: not counted
 
 
-@pytest.mark.parametrize("params", [{"page": "-3"}, {"limit": "500"}, {"limit": "x"}])
-async def test_jobs_reject_bad_parameters_with_400(api: ApiHarness, params: dict[str, str]) -> None:
-    await api.json("GET", "/api/jobs", 400, params=params)
+async def test_company_matches_the_whole_name_by_unicode_casefolding(api: ApiHarness) -> None:
+    source, prefix = new_url("casefold"), uuid.uuid4().hex
+    insert_jobs(mongo_db(api.env), [
+        job_doc(f"{prefix}-1", source, "Fahrer", "Müller Straße GmbH", BASE_TIME),
+        job_doc(f"{prefix}-2", source, "Koch", "  MÜLLER STRASSE GMBH ", BASE_TIME + timedelta(hours=1)),
+        job_doc(f"{prefix}-3", source, "Bäcker", "Müller Straße GmbH & Co", BASE_TIME + timedelta(hours=2)),
+    ])
+    found = await api.json("GET", "/api/jobs", 200, params={"company": "müller strasse gmbh", "source": source})
+    assert keys(found) == ["2", "1"]
+    searched = await api.json("GET", "/api/jobs", 200, params={"q": "STRASSE", "source": source})
+    assert keys(searched) == ["3", "2", "1"]
+
+
+@pytest.mark.parametrize(("params", "fragment"), [
+    ({"page": "-3"}, "page"), ({"limit": "500"}, "limit"), ({"limit": "x"}, "limit"),
+    ({"page": "999999999999999999"}, "page"), ({"page": "1001"}, "page"), ({"page": "202", "limit": "50"}, "after"),
+    ({"after": "not-a-cursor"}, "after"), ({"after": "W10"}, "after"), ({"after": "x" * 1001}, "after"),
+    ({"page": "2", "after": "W10"}, "not both"), ({"total": "2"}, "total"),
+])
+async def test_jobs_reject_bad_parameters_with_400(api: ApiHarness, params: dict[str, str], fragment: str) -> None:
+    error = await api.json("GET", "/api/jobs", 400, params=params)
+    assert fragment in error["error"]
+
+
+async def test_a_cursor_of_one_list_is_refused_by_the_other(api: ApiHarness, seeded_runs: Any) -> None:
+    source, _ = seeded_runs
+    runs = await api.json("GET", "/api/import-logs", 200, params={"source": source, "limit": "1"})
+    error = await api.json("GET", "/api/jobs", 400, params={"after": runs["next"]})
+    assert "after" in error["error"]
 
 
 async def test_job_detail_and_404(api: ApiHarness, seeded_jobs: Any) -> None:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -11,7 +14,7 @@ from bson import ObjectId
 
 from api import queries
 from api.events import LogHub, snapshot_from
-from api.queries import ApiError, Page
+from api.queries import JOBS_ORDER, RUNS_ORDER, ApiError, Page, Position
 from models.registry import FeedEntry
 
 
@@ -26,49 +29,99 @@ def status_of(call: Any, *args: Any) -> int:
     ({"page": "3", "limit": "10"}, Page(3, 10)),
     ({"page": " 2 ", "limit": "200"}, Page(2, 200)),
     ({"page": "", "limit": ""}, Page(1, 50)),
+    ({"page": "1000", "limit": "2", "total": "1"}, Page(1000, 2, total=True)),
+    ({"page": "41", "limit": "50", "total": "false"}, Page(41, 50)),
 ])
 def test_page_parses_valid_values(query: dict[str, str], expected: Page) -> None:
-    assert queries.parse_page(query) == expected
+    assert queries.parse_page(query, JOBS_ORDER) == expected
 
 
 @pytest.mark.parametrize("query", [
     {"page": "0"}, {"page": "-1"}, {"page": "x"}, {"page": "1.5"}, {"limit": "0"}, {"limit": "201"}, {"limit": "ten"},
+    {"page": "--1"}, {"page": "999999999999999999"}, {"page": "9" * 5000}, {"page": "1001", "limit": "1"},
+    {"page": "42", "limit": "50"}, {"total": "yes please"}, {"after": "%%%"}, {"page": "2", "after": "W10"},
 ])
 def test_page_rejects_bad_values_with_400(query: dict[str, str]) -> None:
-    assert status_of(queries.parse_page, query) == 400
+    assert status_of(queries.parse_page, query, JOBS_ORDER) == 400
 
 
-def test_page_skip() -> None:
+def test_page_skip_is_by_number_and_zero_after_a_cursor() -> None:
     assert Page(3, 20).skip == 40
+    assert Page(3, 20, Position(None, "k")).skip == 0
 
 
-@pytest.mark.parametrize(("page", "unstarted", "expected"), [
-    (Page(1, 10), 0, queries.Slices(0, 0, 0, 10)),
-    (Page(1, 10), 3, queries.Slices(0, 3, 0, 7)),
-    (Page(1, 10), 10, queries.Slices(0, 10, 0, 0)),
-    (Page(1, 10), 25, queries.Slices(0, 10, 0, 0)),
-    (Page(2, 10), 3, queries.Slices(3, 0, 7, 10)),
-    (Page(2, 10), 15, queries.Slices(10, 5, 0, 5)),
-    (Page(3, 10), 25, queries.Slices(20, 5, 0, 5)),
-    (Page(4, 10), 25, queries.Slices(25, 0, 5, 10)),
+AT = datetime(2025, 1, 6, 10, 0, 0, 123000, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(("order", "row", "position"), [
+    (JOBS_ORDER, {"_id": "abc", "publishedAt": AT}, Position(AT, "abc")),
+    (JOBS_ORDER, {"_id": "abc", "publishedAt": None}, Position(None, "abc")),
+    (JOBS_ORDER, {"_id": "abc"}, Position(None, "abc")),
+    (RUNS_ORDER, {"runId": "r-1", "requestedAt": AT}, Position(AT, "r-1")),
 ])
-def test_split_page_cuts_the_concatenation(page: Page, unstarted: int, expected: queries.Slices) -> None:
-    assert queries.split_page(page, unstarted) == expected
+def test_cursor_round_trip(order: queries.Order, row: dict[str, Any], position: Position) -> None:
+    cursor = queries.encode_cursor(order, 7, row)
+    assert cursor.isascii() and "=" not in cursor and "/" not in cursor and "+" not in cursor  # URL-safe as is
+    assert queries.parse_page({"after": cursor, "limit": "20"}, order) == Page(7, 20, position)
 
 
-def test_import_logs_query_without_filters_splits_on_started() -> None:
-    query = queries.import_logs_query({})
-    assert query.unstarted == {"startedAt": None}
-    assert query.started == {"startedAt": {"$ne": None}}
+def test_a_cursor_is_refused_by_another_list_and_when_tampered_with() -> None:
+    cursor = queries.encode_cursor(RUNS_ORDER, 2, {"runId": "r-1", "requestedAt": AT})
+    assert status_of(queries.decode_cursor, JOBS_ORDER, cursor) == 400
+    for raw in (["jobs", 1, None, "k"], ["jobs", "2", None, "k"], ["jobs", 2, "not a date", "k"], ["jobs", 2, None, ""],
+                ["jobs", 2, 5, "k"], ["jobs", 2, None], {"page": 2}):
+        forged = base64.urlsafe_b64encode(json.dumps(raw).encode()).decode()
+        assert status_of(queries.decode_cursor, JOBS_ORDER, forged) == 400, raw
 
 
-def test_import_logs_query_with_every_filter() -> None:
-    query = queries.import_logs_query({"status": "running,pending", "source": "https://a/feed", "since": "2025-01-06T10:00:00Z"})
+def test_keyset_filters_without_cursor_are_the_filter_itself() -> None:
+    assert queries.keyset_filters({"sourceUrl": "s"}, JOBS_ORDER, None) == [{"sourceUrl": "s"}]
+
+
+def test_keyset_filters_after_a_dated_row_are_a_range_then_the_undated_tail() -> None:
+    """Top-level conditions only: a range on the sort field, the tie-break as a residual $or, nulls apart."""
+    filters = queries.keyset_filters({"sourceUrl": "s"}, JOBS_ORDER, Position(AT, "k5"))
+    assert filters == [
+        {"sourceUrl": "s", "publishedAt": {"$lte": AT}, "$or": [{"publishedAt": {"$lt": AT}}, {"_id": {"$gt": "k5"}}]},
+        {"sourceUrl": "s", "publishedAt": None},
+    ]
+
+
+def test_keyset_filters_after_an_undated_row_stay_in_the_tail() -> None:
+    assert queries.keyset_filters({}, JOBS_ORDER, Position(None, "k5")) == [{"publishedAt": None, "_id": {"$gt": "k5"}}]
+    assert queries.keyset_filters({}, RUNS_ORDER, Position(None, "r5")) == [{"requestedAt": None, "runId": {"$lt": "r5"}}]
+
+
+def test_keyset_filters_merge_a_since_range_and_skip_the_null_tail_it_excludes() -> None:
+    since = datetime(2025, 1, 1, tzinfo=UTC)
+    base = {"status": "failed", "requestedAt": {"$gte": since}}
+    assert queries.keyset_filters(base, RUNS_ORDER, Position(AT, "r5")) == [
+        {"status": "failed", "requestedAt": {"$gte": since, "$lte": AT},
+         "$or": [{"requestedAt": {"$lt": AT}}, {"runId": {"$lt": "r5"}}]},
+    ]
+    assert queries.keyset_filters(base, RUNS_ORDER, Position(None, "r5")) == []
+
+
+def test_cut_page_keeps_limit_rows_and_points_the_cursor_at_the_last() -> None:
+    rows = [{"_id": f"k{n}", "publishedAt": AT} for n in range(4)]
+    items, after = queries.cut_page(JOBS_ORDER, Page(2, 3), rows)
+    assert items == rows[:3] and after is not None
+    assert queries.decode_cursor(JOBS_ORDER, after) == (3, Position(AT, "k2"))
+    assert queries.cut_page(JOBS_ORDER, Page(2, 3), rows[:3]) == (rows[:3], None)
+    assert queries.cut_page(JOBS_ORDER, Page(1, 3), []) == ([], None)
+
+
+def test_import_logs_filter_without_filters_is_empty() -> None:
+    assert queries.import_logs_filter({}) == {}
+
+
+def test_import_logs_filter_with_every_filter() -> None:
+    conditions = queries.import_logs_filter({"status": "running,pending", "source": "https://a/feed",
+                                             "since": "2025-01-06T10:00:00Z"})
     since = datetime(2025, 1, 6, 10, tzinfo=UTC)
-    assert query.unstarted == {"status": {"$in": ["running", "pending"]}, "sourceUrl": "https://a/feed",
-                               "startedAt": None, "requestedAt": {"$gte": since}}
-    assert query.started == {"status": {"$in": ["running", "pending"]}, "sourceUrl": "https://a/feed",
-                             "startedAt": {"$gte": since}}
+    assert conditions == {"status": {"$in": ["running", "pending"]}, "sourceUrl": "https://a/feed",
+                          "requestedAt": {"$gte": since}}
+    assert queries.import_logs_filter({"status": "failed"}) == {"status": "failed"}
 
 
 @pytest.mark.parametrize(("raw", "expected"), [
@@ -83,17 +136,41 @@ def test_since_accepts_iso_dates_and_times(raw: str, expected: datetime) -> None
 
 @pytest.mark.parametrize("query", [{"status": "done"}, {"status": "running,nope"}, {"status": ","},
                                    {"since": "yesterday"}, {"since": "2025-13-01"}, {"source": "x" * 2001}])
-def test_import_logs_query_rejects_bad_filters(query: dict[str, str]) -> None:
-    assert status_of(queries.import_logs_query, query) == 400
+def test_import_logs_filter_rejects_bad_filters(query: dict[str, str]) -> None:
+    assert status_of(queries.import_logs_filter, query) == 400
 
 
-def test_jobs_filter_escapes_user_text() -> None:
-    conditions = queries.jobs_filter({"q": "C++ (Senior)", "company": "Acme.io", "source": "https://a/f"})
-    assert conditions["$or"] == [{"title": {"$regex": r"C\+\+\ \(Senior\)", "$options": "i"}},
-                                 {"company": {"$regex": r"C\+\+\ \(Senior\)", "$options": "i"}}]
-    assert conditions["company"] == {"$regex": r"^Acme\.io$", "$options": "i"}
-    assert conditions["sourceUrl"] == "https://a/f"
-    assert queries.jobs_filter({"q": "  "}) == {}
+def test_jobs_query_reads_jobs_for_plain_lists_and_job_search_for_text() -> None:
+    assert queries.jobs_query({}) == queries.JobsQuery({}, search=False)
+    assert queries.jobs_query({"source": "https://a/f", "q": "  "}) == queries.JobsQuery({"sourceUrl": "https://a/f"}, search=False)
+
+
+def test_jobs_query_casefolds_and_escapes_user_text() -> None:
+    """job_search holds casefolded text: a plain case-sensitive regex of the escaped, casefolded literal, no options."""
+    query = queries.jobs_query({"q": "C++ (Senior) STRASSE", "company": " Acme.io ", "source": "https://a/f"})
+    assert query.search
+    assert query.filter == {"sourceUrl": "https://a/f", "company": "acme.io",
+                            "text": {"$regex": r"c\+\+\ \(senior\)\ strasse"}}
+    assert queries.jobs_query({"company": "Straße"}).filter == {"company": "strasse"}
+
+
+@pytest.mark.parametrize("text", ["c++ (senior)", "node.js/react @ acme, inc.", '50% remote: "yes"', "müller straße",
+                                  "a\\b", "tab\there", "[x]{2}$^|?*#&~-", "o’reilly – 5€", "snake_case"])
+def test_literal_regex_matches_exactly_the_text(text: str) -> None:
+    pattern = queries.literal_regex(text)
+    assert re.fullmatch(pattern, text) and re.search(pattern, f"<{text}>")
+    assert not re.search(pattern, text[:-1])
+    # the shape the store serves as a substring test: letters, digits, _ and non-ASCII bare; ASCII punctuation escaped
+    position = 0
+    while position < len(pattern):
+        char = pattern[position]
+        if char == "\\":
+            escaped = pattern[position + 1]
+            assert escaped.isascii() and not escaped.isalnum() and escaped != "_", pattern
+            position += 2
+        else:
+            assert char.isalnum() or char == "_" or not char.isascii(), pattern
+            position += 1
 
 
 @pytest.mark.parametrize(("body", "expected"), [

@@ -49,7 +49,7 @@ async def test_run_requested_over_the_api_is_imported_streamed_and_counted(
         assert detail["failures"] == [] and detail["totalImported"] == ITEMS
         listed = await api.json("GET", "/api/import-logs", 200, params={"source": url})
         assert [item["runId"] for item in listed["items"]] == [run["runId"]]
-        jobs = await api.json("GET", "/api/jobs", 200, params={"source": url, "q": "platform", "limit": "5"})
+        jobs = await api.json("GET", "/api/jobs", 200, params={"source": url, "q": "platform", "limit": "5", "total": "1"})
         assert jobs["total"] == ITEMS and len(jobs["items"]) == 5
         feeds = await api.json("GET", "/api/feeds", 200)
         assert [feed["lastRun"]["status"] for feed in feeds["items"] if feed["url"] == url] == ["completed"]

@@ -108,3 +108,10 @@ export function debounce(fn, ms) {
     timer = setTimeout(() => fn(...args), ms);
   };
 }
+
+/** "Page 3 of 40 · 1,000 jobs" when the API sent a total; "Page 3" when it did not count (filtered lists). */
+export function pageText(page, total, limit, noun) {
+  if (total === null || total === undefined) return `Page ${page}`;
+  if (!total) return "";
+  return `Page ${page} of ${fmtNumber(Math.max(1, Math.ceil(total / limit)))} · ${fmtNumber(total)} ${noun}`;
+}

@@ -1,7 +1,7 @@
 // The jobs browser: search by title or company, filter by feed, page through, open one job.
 
 import { api, query } from "./api.js";
-import { debounce, fmtDateTime, fmtNumber, fmtRelative, h } from "./format.js";
+import { debounce, fmtDateTime, fmtRelative, h, pageText } from "./format.js";
 
 const LIMIT = 25;
 
@@ -9,7 +9,9 @@ export class JobsView {
   constructor({ toast }) {
     this.toast = toast;
     this.page = 1;
-    this.total = 0;
+    this.total = null;
+    this.next = null;
+    this.cursors = [null]; // cursors[i] opens page i + 1 (page 1 needs none): deep pages by keyset, never by skip
     this.loaded = false;
     this.items = [];
     this.ticket = 0;
@@ -37,12 +39,17 @@ export class JobsView {
 
   async reload(page = this.page) {
     const ticket = ++this.ticket; // typing fires overlapping searches: only the latest answer is shown
+    const wanted = Math.min(Math.max(1, page), this.cursors.length);
+    const after = this.cursors[wanted - 1];
     try {
-      const data = await api(`/api/jobs${query({ page: Math.max(1, page), limit: LIMIT, q: this.search.value.trim(), source: this.source.value })}`);
+      const data = await api(`/api/jobs${query({ limit: LIMIT, after, q: this.search.value.trim(), source: this.source.value })}`);
       if (ticket !== this.ticket) return;
       this.loaded = true;
-      this.page = data.page;
+      this.page = wanted;
       this.total = data.total;
+      this.next = data.next;
+      this.cursors.length = wanted;
+      this.cursors.push(data.next);
       this.items = data.items;
       this.render();
     } catch (err) {
@@ -51,11 +58,10 @@ export class JobsView {
   }
 
   render() {
-    const pages = Math.max(1, Math.ceil(this.total / LIMIT));
     document.getElementById("jobs-empty").hidden = this.items.length > 0;
-    document.getElementById("jobs-page-text").textContent = this.total ? `Page ${this.page} of ${pages} · ${fmtNumber(this.total)} jobs` : "";
+    document.getElementById("jobs-page-text").textContent = this.items.length ? pageText(this.page, this.total, LIMIT, "jobs") : "";
     document.querySelector("#jobs-pager [data-page=prev]").disabled = this.page <= 1;
-    document.querySelector("#jobs-pager [data-page=next]").disabled = this.page >= pages;
+    document.querySelector("#jobs-pager [data-page=next]").disabled = !this.next;
     this.body.replaceChildren(...this.items.map((job) => h("tr", { class: "clickable", dataset: { dedupeKey: job.dedupeKey } },
       h("td", {}, job.url && /^https?:\/\//.test(job.url) ? h("a", { href: job.url, target: "_blank", rel: "noopener noreferrer" }, job.title || "(untitled)") : job.title || "(untitled)"),
       h("td", {}, job.company || "–"),

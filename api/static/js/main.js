@@ -16,9 +16,9 @@ function toast(message, kind = "info") {
 const refreshTiles = debounce(async () => {
   try {
     const [active, latest, jobs] = await Promise.all([
-      api("/api/import-logs?status=pending,running&limit=1"),
+      api("/api/import-logs?status=pending,running&limit=1&total=1"), // few runs are active: an exact count is cheap
       api("/api/import-logs?limit=1"),
-      api("/api/jobs?limit=1"),
+      api("/api/jobs?limit=1"), // unfiltered: total is the collection's estimated count, no scan
     ]);
     document.getElementById("tile-active").textContent = fmtNumber(active.total);
     document.getElementById("tile-jobs").textContent = fmtNumber(jobs.total);

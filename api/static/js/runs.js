@@ -1,7 +1,7 @@
 // Import history: the paginated table, its filters, live updates by runId, and the run detail view.
 
 import { api, query } from "./api.js";
-import { FINISHED, accounted, badge, fmtDateTime, fmtDuration, fmtNumber, fmtRelative, h, isNewer, progressBar } from "./format.js";
+import { FINISHED, accounted, badge, fmtDateTime, fmtDuration, fmtNumber, fmtRelative, h, isNewer, pageText, progressBar } from "./format.js";
 
 const LIMIT = 25;
 
@@ -10,7 +10,9 @@ export class RunsView {
     this.toast = toast;
     this.onRunChanged = onRunChanged;
     this.page = 1;
-    this.total = 0;
+    this.total = null; // null: the API did not count (a filtered list)
+    this.next = null;
+    this.cursors = [null]; // cursors[i] opens page i + 1: deep pages by keyset, and rows arriving live shift nothing
     this.runs = new Map(); // runId → latest snapshot shown
     this.latest = new Map(); // runId → newest snapshot streamed recently, so a slower REST answer cannot roll a row back
     this.ticket = 0;
@@ -43,13 +45,17 @@ export class RunsView {
   }
 
   async reload(page = this.page) {
-    const wanted = Math.max(1, page);
+    const wanted = Math.min(Math.max(1, page), this.cursors.length);
+    const after = this.cursors[wanted - 1];
     const ticket = ++this.ticket; // overlapping reloads: only the latest answer is shown
     try {
-      const data = await api(`/api/import-logs${query({ page: wanted, limit: LIMIT, ...this.filters() })}`);
+      const data = await api(`/api/import-logs${query({ limit: LIMIT, after, ...this.filters() })}`);
       if (ticket !== this.ticket) return;
-      this.page = data.page;
+      this.page = wanted;
       this.total = data.total;
+      this.next = data.next;
+      this.cursors.length = wanted;
+      this.cursors.push(data.next);
       this.runs = new Map();
       this.body.replaceChildren(...data.items.map((item) => {
         const streamed = this.latest.get(item.runId);
@@ -92,7 +98,7 @@ export class RunsView {
       const row = this.row(merged);
       row.classList.add("flash");
       this.body.prepend(row);
-      this.total += 1;
+      if (this.total !== null) this.total += 1;
       while (this.body.children.length > LIMIT) {
         this.runs.delete(this.body.lastElementChild.dataset.runId);
         this.body.lastElementChild.remove();
@@ -112,11 +118,10 @@ export class RunsView {
   }
 
   renderChrome() {
-    const pages = Math.max(1, Math.ceil(this.total / LIMIT));
     this.empty.hidden = this.body.children.length > 0;
-    this.pageText.textContent = this.total ? `Page ${this.page} of ${pages} · ${fmtNumber(this.total)} runs` : "";
+    this.pageText.textContent = this.body.children.length ? pageText(this.page, this.total, LIMIT, "runs") : "";
     document.querySelector("#runs-pager [data-page=prev]").disabled = this.page <= 1;
-    document.querySelector("#runs-pager [data-page=next]").disabled = this.page >= pages;
+    document.querySelector("#runs-pager [data-page=next]").disabled = !this.next;
   }
 
   row(run) {
