@@ -52,6 +52,11 @@ class Settings:
     mongo_max_inflight_writes: int = 2
     mongo_timeout_seconds: float = 60.0
     api_store_timeout_seconds: float = 5.0
+    # Hostile feeds and URLs (SPEC §6): egress exemptions, and bounds on parsing one feed.
+    fetch_allow_networks: str = ""  # comma-separated CIDRs exempt from the egress policy
+    fetch_allow_ports: str = "80,443"
+    parse_timeout_seconds: float = 120.0
+    max_items_per_feed: int = 1_000_000
 
     def topic(self, name: str) -> str:
         """The full Kafka topic name of a SPEC §4 topic (``jobs.parsed`` → ``jobstream.jobs.parsed``)."""
@@ -115,6 +120,8 @@ class Settings:
             "MONGO_MAX_INFLIGHT_WRITES": self.mongo_max_inflight_writes,
             "MONGO_TIMEOUT_SECONDS": self.mongo_timeout_seconds,
             "API_STORE_TIMEOUT_SECONDS": self.api_store_timeout_seconds,
+            "PARSE_TIMEOUT_SECONDS": self.parse_timeout_seconds,
+            "MAX_ITEMS_PER_FEED": self.max_items_per_feed,
         }
         found.extend(f"{name} must be > 0, got {value}" for name, value in positive.items() if value <= 0)
         if self.max_failures_kept < 0:
