@@ -27,11 +27,10 @@ from agents import metrics
 from models.postings import job_insert, job_upsert, search_document
 from models.runs import iso, outcomes_event, parse_iso
 from streams.app import Pipeline, ack_all, batches
-from streams.store import Store, unreachable, until_reachable
+from streams.store import DUPLICATE_KEY, Store, unreachable, until_reachable
 
 logger = logging.getLogger(__name__)
 
-DUPLICATE_KEY = 11000
 
 
 async def write_batch(store: Store, changes: Sequence[Mapping[str, Any]]) -> dict[str, str]:

@@ -24,6 +24,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,7 @@ sys.path.insert(0, str(ROOT / "deploy"))
 
 import stack  # noqa: E402
 
-from models.postings import job_insert, search_document  # noqa: E402
+from models.postings import job_insert, job_upsert, search_document  # noqa: E402
 from streams.settings import Settings  # noqa: E402
 from tests.support import free_port  # noqa: E402
 
@@ -254,32 +255,37 @@ class Bench:
 
     def updates(self, db: pymongo.database.Database[dict[str, Any]], pid: int) -> None:
         rnd = random.Random(7)  # noqa: S311 - reproducible sample
-        picks = rnd.sample(range(self.docs), 2000)
+        picks = rnd.sample(range(self.docs), 3000)
 
         def upserts(keys: list[int]) -> list[UpdateOne[dict[str, Any]]]:
-            from models.postings import job_upsert
             return [UpdateOne(*job_upsert(change(i, version=2)), upsert=True) for i in keys]
 
-        commands = picks[:1000] if self.patched else picks[:self.write_batch]
+        def run(commands: list[list[UpdateOne[dict[str, Any]]]]) -> bool:
+            for operations in commands:
+                if timed(lambda operations=operations: db.jobs.bulk_write(operations, ordered=False), self.limit) is None:
+                    return False
+            return True
+
+        inflight = Settings().mongo_max_inflight_writes
         threading.Thread(target=self.profile, args=("updates", 5 if self.patched else 20), daemon=True).start()
-        prepared = [upserts(batch) for batch in chunks(commands, self.write_batch)]  # built before the clock starts
-        started = time.perf_counter()
-        done = 0
-        for operations in prepared:
-            took = timed(lambda operations=operations: db.jobs.bulk_write(operations, ordered=False), self.limit)
-            if took is None:
-                print(f"  updates by _id, commands of {self.write_batch}: no answer within {self.limit:.0f} s "
+        rounds = (("one at a time", 1, picks[:1000]), (f"{inflight} in flight (the sink's bound)", inflight, picks[1000:2000]))
+        for label, lanes, keys in rounds:
+            keys = keys if self.patched else keys[:self.write_batch]
+            prepared = [upserts(batch) for batch in chunks(keys, self.write_batch)]  # built before the clock starts
+            started = time.perf_counter()
+            with ThreadPoolExecutor(lanes) as pool:
+                answered = all(pool.map(run, [prepared[lane::lanes] for lane in range(lanes)]))
+            if not answered:
+                print(f"  updates by _id, commands of {self.write_batch}, {label}: no answer within {self.limit:.0f} s "
                       f"to one command (< {self.write_batch / self.limit:.1f} updates/s)")
                 return
-            done += len(operations)
-        rate = done / (time.perf_counter() - started)
-        print(f"  updates by _id, commands of {self.write_batch}: {rate:,.0f} updates/s "
-              f"({rate / self.insert_rate:.2f}x the insert rate)", flush=True)
-        big = upserts(picks[1000:1500])
+            rate = len(keys) / (time.perf_counter() - started)
+            print(f"  updates by _id, commands of {self.write_batch}, {label}: {rate:,.0f} updates/s "
+                  f"({rate / self.insert_rate:.2f}x the insert rate)", flush=True)
+        big = upserts(picks[2000:2500])
         took = timed(lambda: db.jobs.bulk_write(big, ordered=False), self.limit)
         print(f"  one command of 500 updates by _id: {fmt(took, self.limit)}"
               + ("" if took is not None else "; the store is wedged (as reported in the issue)"), flush=True)
-
 
     def profile(self, what: str, seconds: int) -> None:
         """A CPU profile of the store while ``what`` runs, with its top functions, under .artifacts/."""

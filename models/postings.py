@@ -62,19 +62,30 @@ def job_upsert(change: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any
     return {"_id": key}, {"$set": document, "$setOnInsert": {"createdAt": document["updatedAt"]}}
 
 
-def search_document(change: Mapping[str, Any]) -> dict[str, Any]:
-    """The ``job_search`` document of a posting: the few fields the API searches and filters on.
+def search_key(text: str) -> str:
+    """How ``job_search`` stores text and how the API searches it: casefolded, so matching is case-blind."""
+    return text.casefold()
 
-    Kept small and casefolded once here, so the API's search reads a narrow collection (and
-    matches case-insensitively with a plain substring/regex) instead of scanning ``jobs``.
+
+def search_document(change: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``job_search`` document of a change event's posting (see ``search_fields``)."""
+    return search_fields(change["job"])
+
+
+def search_fields(job: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``job_search`` document of a posting (a change's ``job`` or a stored ``jobs`` document).
+
+    Every job list of the API pages through this small collection (its indexes are in each list's
+    order) and then reads the page's jobs by ``_id``: ``jobs`` keeps only SPEC's indexes, which makes
+    its inserts and updates cheaper. Text is casefolded once here, so a search is a plain substring.
     """
-    job = change["job"]
     title = job.get("title") or ""
     company = job.get("company") or ""
+    published = job.get("publishedAt")
     return {
         "_id": job["dedupeKey"],
         "sourceUrl": job.get("sourceUrl"),
-        "company": company.strip().casefold(),
-        "text": f"{title}\n{company}".casefold(),
-        "publishedAt": parse_iso(job.get("publishedAt")),
+        "company": search_key(company.strip()),
+        "text": search_key(f"{title}\n{company}"),
+        "publishedAt": parse_iso(published) if isinstance(published, str) or published is None else published,
     }

@@ -15,6 +15,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, ConnectionFailure, OperationFailure, PyMongoError
 from pymongo.monitoring import CommandListener
 
+from models.postings import search_fields
 from streams.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -23,6 +24,7 @@ Document = dict[str, Any]
 T = TypeVar("T")
 RETRY_MAX_SECONDS = 30.0
 INDEX_BUILD_SECONDS = 3600.0
+DUPLICATE_KEY = 11000
 MAX_TIME_EXPIRED = 50  # the server's "operation exceeded time limit" (the maxTimeMS pymongo derives from timeoutMS)
 
 
@@ -134,8 +136,7 @@ class Store:
         await self.jobs.create_index("dedupeKey", unique=True)
         await self.jobs.create_index([("sourceUrl", ASCENDING), ("publishedAt", DESCENDING)])
         await self.jobs.create_index([("updatedAt", DESCENDING)])
-        await self.jobs.create_index(newest_jobs)
-        await self.jobs.create_index([("sourceUrl", ASCENDING), *newest_jobs])
+        # Job lists page through job_search: jobs keeps SPEC's indexes only (each costs every write).
         # ``text`` last: a search walks the index newest first and tests each entry's text there,
         # without reading the document (10x fewer reads on the local store than without it).
         await self.job_search.create_index([*newest_jobs, ("text", ASCENDING)])
@@ -174,6 +175,33 @@ class Store:
 
     async def enabled_feeds(self) -> list[Document]:
         return [doc async for doc in self.feeds.find({"enabled": True}).sort("createdAt", ASCENDING)]
+
+    async def backfill_job_search(self, batch: int = 500) -> int:
+        """Write the ``job_search`` document of every job that has none; return how many were added.
+
+        Needed once for jobs stored before ``job_search`` existed (the API lists jobs through it).
+        Skipped when the two collections hold as many documents. Jobs are read in ``_id`` order by
+        keyset, and inserts never overwrite: a document the sink wrote meanwhile is newer and stays.
+        """
+        jobs, searchable = await asyncio.gather(self.jobs.estimated_document_count(),
+                                                self.job_search.estimated_document_count())
+        if searchable >= jobs:
+            return 0
+        logger.info("job_search backfill starting jobs=%d job_search=%d", jobs, searchable)
+        added, last = 0, None
+        fields = {"dedupeKey": 1, "sourceUrl": 1, "title": 1, "company": 1, "publishedAt": 1}
+        while True:
+            page = [doc async for doc in self.jobs.find({} if last is None else {"_id": {"$gt": last}}, fields,
+                                                        sort=[("_id", ASCENDING)], limit=batch)]
+            if not page:
+                break
+            last = page[-1]["_id"]
+            errors = await self.insert_unordered(self.job_search, [search_fields(doc) for doc in page])
+            added += len(page) - sum(error.get("code") == DUPLICATE_KEY for error in errors)
+            if added and added % 100_000 < batch:
+                logger.info("job_search backfill progress added=%d", added)
+        logger.info("job_search backfill done added=%d", added)
+        return added
 
     async def active_sources(self) -> set[str]:
         """Feeds with a run still pending or running: the scheduler does not start them again."""

@@ -44,6 +44,7 @@ def run_worker(settings: Settings) -> None:
             await seed_registry(settings, store)
 
         await until_reachable(prepare, "indexes/seed")
+        await until_reachable(store.backfill_job_search, "job_search backfill")
 
     async def close_clients(app: faust.App, **_: Any) -> None:
         if http:

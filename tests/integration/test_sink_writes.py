@@ -209,3 +209,16 @@ async def test_500_updated_postings_are_written_in_small_commands_while_reads_ar
     assert log.sizes("update", "jobs") == [limit] * (500 // limit), "the 500 updates went as full commands of the limit"
     assert sum(log.sizes("insert", "jobs")) == 500 and len(log.sizes("insert", "jobs")) == 500 // limit
     assert log.most_in_flight <= in_flight, f"{log.most_in_flight} write commands were in flight at once"
+
+
+async def test_jobs_stored_before_job_search_existed_are_backfilled_once(store: Store) -> None:
+    await write_batch(store, [change(f"k{i:04d}", 1, f"Engineer {i}") for i in range(1203)])
+    await store.job_search.delete_many({"_id": {"$nin": ["k0007"]}})
+    await store.job_search.update_one({"_id": "k0007"}, {"$set": {"text": "written by the sink meanwhile"}})
+    assert await store.backfill_job_search(batch=100) == 1202
+    assert await store.job_search.count_documents({}) == 1203
+    kept = await store.job_search.find_one({"_id": "k0007"})
+    assert kept is not None and kept["text"] == "written by the sink meanwhile", "a backfill never overwrites"
+    one = await store.job_search.find_one({"_id": "k1202"})
+    assert one is not None and one["text"] == "engineer 1202\nacme"
+    assert await store.backfill_job_search(batch=100) == 0
