@@ -22,34 +22,61 @@ from api.context import (
     KAFKA,
     METRICS,
     OPTIONS,
+    RATE_LIMITS,
+    RUN_CLAIMS,
     SETTINGS,
     STATIC_FILES,
     STORE,
     STREAMS,
+    TOKEN_HOLDER,
     ApiOptions,
 )
 from api.events import LogHub
+from api.guards import (
+    MAX_BODY_BYTES,
+    MUTATING,
+    body_middleware,
+    exposure_problem,
+    host_middleware,
+    origin_middleware,
+    rate_limit_middleware,
+)
 from api.handlers import json_response, routes, static_files
 from api.kafka import KafkaLink, follow_import_logs
+from api.limits import RunClaims, TokenBuckets
 from api.metrics import ApiMetrics
 from api.queries import ApiError
 from models.registry import RegistryError, parse_feeds_file
-from streams.settings import Settings
+from streams.settings import Settings, SettingsError
 from streams.store import Store, until_reachable
 
 logger = logging.getLogger(__name__)
 
-MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 STREAM_ROUTE = "/api/import-logs/stream"
+# The request line may carry every query parameter at its documented maximum length, percent-encoded
+# (up to 12 bytes a character): ~37 KB for /api/jobs. aiohttp's default, 8190, answered such a
+# request in plain text before the API saw it.
+MAX_REQUEST_LINE = 64 * 1024
 
 
 def create_app(settings: Settings, options: ApiOptions | None = None) -> web.Application:
+    """The application; SettingsError when the settings would expose it unguarded (see ``exposure_problem``)."""
+    problem = exposure_problem(settings)
+    if problem is not None:
+        raise SettingsError(problem)
     options = options or ApiOptions()
-    app = web.Application(middlewares=[metrics_middleware, error_middleware, auth_middleware, store_deadline_middleware])
+    # Outermost first. Requests another site may send are refused before anything is read or counted
+    # against the client's rate; the rate limit comes before auth, so it also bounds token guessing.
+    app = web.Application(
+        middlewares=[metrics_middleware, error_middleware, host_middleware, origin_middleware, rate_limit_middleware,
+                     auth_middleware, body_middleware, store_deadline_middleware],
+        client_max_size=MAX_BODY_BYTES, handler_args={"max_line_size": MAX_REQUEST_LINE})
     metrics = ApiMetrics(process_metrics=options.process_metrics)
     app[SETTINGS] = settings
     app[OPTIONS] = options
     app[METRICS] = metrics
+    app[RATE_LIMITS] = TokenBuckets(options.rate_limit_burst, options.rate_limit_per_second)
+    app[RUN_CLAIMS] = RunClaims(settings.run_timeout_seconds)
     app[HUB] = LogHub(options.sse_ring_size, options.sse_queue_size, on_dropped=metrics.sse_dropped.inc)
     app[STREAMS] = weakref.WeakSet()
     app[FOLLOWER_READY] = asyncio.Event()
@@ -65,9 +92,13 @@ def create_app(settings: Settings, options: ApiOptions | None = None) -> web.App
 def run_api(settings: Settings) -> None:
     """Serve until SIGINT/SIGTERM; open SSE streams are closed first so shutdown does not wait on them."""
     url = f"http://{settings.api_host}:{settings.api_port}/"
+    try:
+        app = create_app(settings)
+    except SettingsError as exc:  # printed to stderr, exit status 1: no traceback for a configuration mistake
+        raise SystemExit(f"jobstream api: {exc}") from None
     logger.info("api starting kafka=%s mongo=%s db=%s auth=%s", settings.kafka_bootstrap_servers,
                 settings.mongo_url_redacted, settings.mongo_db, "token" if settings.api_token else "none")
-    web.run_app(create_app(settings), host=settings.api_host, port=settings.api_port, shutdown_timeout=10.0,
+    web.run_app(app, host=settings.api_host, port=settings.api_port, shutdown_timeout=10.0,
                 access_log=logging.getLogger("api.access"), print=lambda *_: logger.info("API ready on %s", url))
 
 
@@ -226,4 +257,5 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
             raise ApiError(401, "missing or wrong bearer token (Authorization: Bearer <API_TOKEN>)",
                            {"WWW-Authenticate": 'Bearer realm="jobstream"'})
+        request[TOKEN_HOLDER] = True
     return await handler(request)

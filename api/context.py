@@ -12,6 +12,7 @@ from aiohttp_sse import EventSourceResponse
 
 from api.events import LogHub
 from api.kafka import KafkaLink
+from api.limits import RunClaims, TokenBuckets
 from api.metrics import ApiMetrics
 from streams.settings import Settings
 from streams.store import Store
@@ -33,6 +34,10 @@ class ApiOptions:
     seed_feeds: bool = True
     process_metrics: bool = True
     static_dir: Path = field(default=STATIC_DIR)
+    # Changes (POST/PATCH/DELETE) per client address: a burst of this many, then this many per second.
+    # A person at the dashboard stays far below; a script gets 429 with Retry-After and should wait.
+    rate_limit_burst: int = 30
+    rate_limit_per_second: float = 1.0
 
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -44,3 +49,7 @@ METRICS = web.AppKey("metrics", ApiMetrics)
 STREAMS = web.AppKey("streams", weakref.WeakSet[EventSourceResponse])
 FOLLOWER_READY = web.AppKey("follower_ready", asyncio.Event)
 STATIC_FILES = web.AppKey("static_files", dict[str, Path])
+RATE_LIMITS = web.AppKey("rate_limits", TokenBuckets)
+RUN_CLAIMS = web.AppKey("run_claims", RunClaims)
+# Set by the auth middleware when the request carried the right API_TOKEN.
+TOKEN_HOLDER = web.RequestKey("token_holder", bool)

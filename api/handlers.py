@@ -19,7 +19,18 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import ConnectionFailure, DuplicateKeyError, PyMongoError
 
 from api import queries
-from api.context import HUB, KAFKA, METRICS, OPTIONS, SETTINGS, STATIC_FILES, STORE, STREAMS
+from api.context import (
+    HUB,
+    KAFKA,
+    METRICS,
+    OPTIONS,
+    RUN_CLAIMS,
+    SETTINGS,
+    STATIC_FILES,
+    STORE,
+    STREAMS,
+    TOKEN_HOLDER,
+)
 from api.events import LogEvent, LogHub, Replay
 from api.openapi import openapi_document
 from api.queries import ApiError, Document, feed_json, to_json
@@ -44,7 +55,7 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
 
 
 async def json_body(request: web.Request) -> Any:
-    """The parsed body; None when empty; 400 when it is not JSON."""
+    """The parsed body; None when empty; 400 when it is not JSON (``body_middleware`` checked type and size)."""
     if not request.body_exists:
         return None
     raw = await request.read()
@@ -56,6 +67,10 @@ async def json_body(request: web.Request) -> Any:
         raise ApiError(400, "request body is not valid JSON: not UTF-8 text") from None
     except json.JSONDecodeError as exc:
         raise ApiError(400, f"request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:  # thousands of nested [ or { within the size limit
+        raise ApiError(400, "request body is not valid JSON: nested too deeply") from None
+    except ValueError:  # e.g. an integer of more digits than Python converts (sys.get_int_max_str_digits)
+        raise ApiError(400, "request body is not valid JSON: a number is too long") from None
 
 
 # --- health, metrics, documents ------------------------------------------------------------------
@@ -129,21 +144,39 @@ def static_files(directory: Path) -> dict[str, Path]:
 
 @routes.post("/api/import/run")
 async def run_import(request: web.Request) -> web.Response:
+    """Runs of the given (or every enabled) feed; a feed already pending or running is skipped, not queued twice."""
     urls = queries.requested_urls(await json_body(request))
-    store = request.app[STORE]
+    store, claims = request.app[STORE], request.app[RUN_CLAIMS]
     if urls is None:
         feeds = await store.enabled_feeds()
         urls = [str(feed["url"]) for feed in feeds]
     else:
         feeds = [doc async for doc in store.feeds.find({"url": {"$in": urls}})]
-    entries = queries.run_entries(urls, {str(feed["url"]): feed for feed in feeds})
-    if not entries:
-        return json_response({"runs": []}, status=202)
-    send = await request.app[KAFKA].sender(request.app[OPTIONS].kafka_wait_seconds)
-    commands = await request_runs(send, request.app[SETTINGS], entries, "manual")
+    registry = {str(feed["url"]): feed for feed in feeds}
+    queries.require_registered(urls, registry, allowed_unregistered=request.get(TOKEN_HOLDER, False))
+    running = await store.active_sources()
+    if claimed := claims.run_ids(urls):  # runs requested here before: those import_logs shows are no longer claims
+        cursor = store.import_logs.find({"runId": {"$in": list(claimed.values())}}, {"_id": 0, "runId": 1})
+        visible = {doc["runId"] async for doc in cursor}
+        claims.seen({url: run_id for url, run_id in claimed.items() if run_id in visible})
+    # From the claims check to claim() nothing awaits: a concurrent request sees these claims.
+    plan = queries.plan_runs(urls, registry, running, claims.claimed(urls))
+    started = [entry.url for entry in plan.entries]
+    claims.claim(started)
+    try:
+        commands = []
+        if plan.entries:
+            send = await request.app[KAFKA].sender(request.app[OPTIONS].kafka_wait_seconds)
+            commands = await request_runs(send, request.app[SETTINGS], plan.entries, "manual")
+    except BaseException:
+        claims.release(started)
+        raise
+    claims.sent({c["sourceUrl"]: c["runId"] for c in commands})
     request.app[METRICS].runs_requested.inc(len(commands))
-    logger.info("runs requested over the API count=%d urls=%s", len(commands), ",".join(urls))
-    return json_response({"runs": [{"runId": c["runId"], "sourceUrl": c["sourceUrl"]} for c in commands]}, status=202)
+    logger.info("runs requested over the API count=%d skipped=%d urls=%s", len(commands), len(plan.skipped),
+                ",".join(started))
+    return json_response({"runs": [{"runId": c["runId"], "sourceUrl": c["sourceUrl"]} for c in commands],
+                          "skipped": plan.skipped}, status=202)
 
 
 @routes.get("/api/import-logs")
@@ -213,16 +246,14 @@ async def get_import_log(request: web.Request) -> web.Response:
 
 @routes.get("/api/jobs")
 async def list_jobs(request: web.Request) -> web.Response:
-    """Plain lists read ``jobs``; ``q``/``company`` page through ``job_search``, then read those jobs by ``_id``."""
+    """A page of ``job_search`` (small documents, an index per filter in list order), then those jobs by ``_id``."""
     page = queries.parse_page(request.query, queries.JOBS_ORDER)
-    query = queries.jobs_query(request.query)
+    conditions = queries.jobs_filter(request.query)
     store = request.app[STORE]
-    collection = store.job_search if query.search else store.jobs
-    projection = SEARCH_PROJECTION if query.search else JOB_LIST_PROJECTION
     (rows, after), total = await asyncio.gather(
-        keyset_page(collection, query.filter, queries.JOBS_ORDER, page, projection),
-        page_total(collection, query.filter, page))
-    items = await jobs_by_key(store.jobs, [row["_id"] for row in rows]) if query.search else rows
+        keyset_page(store.job_search, conditions, queries.JOBS_ORDER, page, SEARCH_PROJECTION),
+        page_total(store.job_search, conditions, page))
+    items = await jobs_by_key(store.jobs, [row["_id"] for row in rows])
     return json_response({"items": items, "page": page.page, "limit": page.limit, **total, "next": after})
 
 

@@ -51,20 +51,28 @@ class KafkaLink:
         try:
             await asyncio.wait_for(self.started.wait(), wait_seconds)
         except TimeoutError:
-            raise ApiError(503, f"Kafka unavailable: {self.last_error}") from None
+            # The reason (broker addresses, exception text) is in the log, not in the answer.
+            logger.warning("run request refused: Kafka producer not connected error=%s", self.last_error)
+            raise ApiError(503, "Kafka unavailable") from None
         assert self.producer is not None  # noqa: S101 - set before ``started``
         return aiokafka_sender(self.producer)
 
     async def check(self, timeout: float) -> str:
-        """``ok`` when the cluster answers a metadata request in time, else ``error: ...``."""
+        """``ok`` when the cluster answers a metadata request in time, else ``error: <which part failed>``.
+
+        The answer names no broker address and no exception text (/health is public); the log has them.
+        """
         if self.producer is None:
-            return f"error: {self.last_error}"
+            logger.warning("health: Kafka producer not connected error=%s", self.last_error)
+            return "error: unreachable"
         try:
             metadata = await asyncio.wait_for(self.producer.client.fetch_all_metadata(), timeout)
         except TimeoutError:
+            logger.warning("health: no Kafka metadata answer within %gs", timeout)
             return f"error: no metadata answer within {timeout:g}s"
-        except Exception as exc:  # reported to the caller, not raised
-            return f"error: {type(exc).__name__}: {exc}"
+        except Exception as exc:  # reported to the caller as a failed metadata request, not raised
+            logger.warning("health: Kafka metadata request failed error=%s: %s", type(exc).__name__, exc)
+            return "error: metadata request failed"
         return "ok" if metadata.brokers() else "error: no brokers in metadata"
 
     async def close(self) -> None:

@@ -7,7 +7,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from api.queries import DEFAULT_LIMIT, MAX_CURSOR_LENGTH, MAX_LIMIT, MAX_PAGE, MAX_SKIP
+from api.guards import JSON_TYPE, MAX_BODY_BYTES
+from api.queries import (
+    ALREADY_REQUESTED,
+    ALREADY_RUNNING,
+    DEFAULT_LIMIT,
+    MAX_CURSOR_LENGTH,
+    MAX_LIMIT,
+    MAX_PAGE,
+    MAX_RUN_FEEDS,
+    MAX_SKIP,
+)
+from models.registry import MAX_NAME_LENGTH, MAX_URL_LENGTH
 from models.runs import STATUSES
 
 Schema = dict[str, Any]
@@ -21,8 +32,20 @@ def _json(schema: Schema, description: str) -> Schema:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-def _error(description: str) -> Schema:
-    return _json(_ref("Error"), description)
+def _linked(response: Schema, **links: Schema) -> Schema:
+    """A response with OpenAPI links: where its values lead (clients and schemathesis' stateful tests follow them)."""
+    return {**response, "links": links}
+
+
+def _link(operation_id: str, parameter: str, pointer: str) -> Schema:
+    return {"operationId": operation_id, "parameters": {parameter: f"$response.body#{pointer}"}}
+
+
+def _error(description: str, headers: Schema | None = None) -> Schema:
+    response = _json(_ref("Error"), description)
+    if headers:
+        response["headers"] = headers
+    return response
 
 
 def _query(name: str, description: str, schema: Schema) -> Schema:
@@ -57,13 +80,27 @@ PAGING = [
     _query("limit", "items per page", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT}),
     _query("after", "opaque cursor: the `next` of the previous page. Opens the page after it, at any depth, without "
                     "gaps or repeats when items are added meanwhile. Not together with `page`",
-           {"type": "string", "maxLength": MAX_CURSOR_LENGTH}),
+           {"type": "string", "maxLength": MAX_CURSOR_LENGTH, "pattern": "^[A-Za-z0-9_-]*$"}),
     _query("total", "1/true: count every matching item (reads them all: slow on big filtered sets)",
            {"type": "boolean", "default": False}),
 ]
 BAD_REQUEST = _error("invalid parameter or body")
 STORE_UNAVAILABLE = _error("MongoDB did not answer within API_STORE_TIMEOUT_SECONDS: `store unavailable`")
 UNAUTHORIZED = _error("API_TOKEN is set and the request lacks `Authorization: Bearer <token>`")
+MISDIRECTED = _error("the API listens on a loopback address and the Host header names another host (DNS rebinding)")
+CROSS_ORIGIN = "a change sent from another origin (`Origin`, else `Sec-Fetch-Site` or `Referer`, is not this API's own)"
+# Every change (POST/PATCH/DELETE) passes the same guards before its handler runs.
+GUARDED: dict[str, Schema] = {
+    "403": _error(CROSS_ORIGIN),
+    "413": _error(f"request body over {MAX_BODY_BYTES} bytes"),
+    "415": _error(f"a request body that is not `{JSON_TYPE}`"),
+    "429": _error("this client sent changes faster than its rate limit (a burst, then a steady rate per second)",
+                  {"Retry-After": {"description": "seconds to wait", "required": True,
+                                   "schema": {"type": "integer", "minimum": 1}}}),
+}
+TEXT = 500  # the longest free-text query value (``api.queries.text_param``)
+URL = {"type": "string", "format": "uri", "maxLength": MAX_URL_LENGTH, "description": "http(s) URL with a host, "
+       "no control or invisible characters"}
 SECURED: list[dict[str, list[str]]] = [{"bearer": []}]
 TIMESTAMP = {"type": ["string", "null"], "format": "date-time"}
 COUNT = {"type": "integer", "minimum": 0}
@@ -149,8 +186,9 @@ SCHEMAS: dict[str, Schema] = {
         "required": ["url"],
         "additionalProperties": False,
         "properties": {
-            "url": {"type": "string", "format": "uri", "description": "http(s) URL"},
-            "name": {"type": "string", "description": "default: the URL's host"},
+            "url": URL,
+            "name": {"type": "string", "maxLength": MAX_NAME_LENGTH,
+                     "description": "default: the URL's host; one line (no control characters)"},
             "enabled": {"type": "boolean", "default": True},
         },
     },
@@ -158,21 +196,26 @@ SCHEMAS: dict[str, Schema] = {
         "type": "object",
         "additionalProperties": False,
         "minProperties": 1,
-        "properties": {"enabled": {"type": "boolean"}, "name": {"type": "string"}},
+        "properties": {"enabled": {"type": "boolean"}, "name": {"type": "string", "maxLength": MAX_NAME_LENGTH}},
     },
 }
 
 
 def openapi_document() -> dict[str, Any]:
     feed_id = _path("id", "the feed's id (24 hex characters)")
-    return {
+    document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {
             "title": "jobstream API",
             "version": "1.0.0",
-            "description": ("Import history, live import progress (SSE), jobs and the feed registry of jobstream. "
-                            "Every endpoint that uses MongoDB answers 503 `{\"error\": \"store unavailable\"}` when "
-                            "the store does not answer within API_STORE_TIMEOUT_SECONDS (default 5)."),
+            "description": (
+                "Import history, live import progress (SSE), jobs and the feed registry of jobstream. "
+                "Every endpoint that uses MongoDB answers 503 `{\"error\": \"store unavailable\"}` when "
+                "the store does not answer within API_STORE_TIMEOUT_SECONDS (default 5). "
+                "Changes (POST/PATCH/DELETE) must come from this API's own origin (403 otherwise), carry a "
+                f"`{JSON_TYPE}` body if any (415; at most {MAX_BODY_BYTES} bytes, 413), and are rate-limited per "
+                "client (429 with Retry-After). A loopback API answers only requests whose Host names a loopback "
+                "host or API_HOST (421 otherwise)."),
         },
         "components": {
             "schemas": SCHEMAS,
@@ -184,7 +227,7 @@ def openapi_document() -> dict[str, Any]:
                           "responses": {"200": {"description": "HTML page", "content": {"text/html": {}}}}}},
             "/static/{path}": {"get": {
                 "summary": "The dashboard's scripts, styles and icons", "operationId": "staticFile",
-                "parameters": [_path("path", "file below api/static, e.g. js/main.js")],
+                "parameters": [{**_path("path", "file below api/static"), "example": "js/main.js"}],
                 "responses": {"200": {"description": "the file"}, "404": _error("no such file")},
             }},
             "/health": {"get": {
@@ -199,31 +242,50 @@ def openapi_document() -> dict[str, Any]:
                                           "responses": {"200": _json({"type": "object"}, "OpenAPI 3.1")}}},
             "/api/import/run": {"post": {
                 "summary": "Request import runs now", "operationId": "runImport", "security": SECURED,
+                "description": (
+                    "Without `feeds`: every enabled feed of the registry. With `feeds`: those URLs (duplicates "
+                    f"ignored, at most {MAX_RUN_FEEDS}); they must be registered feeds unless API_TOKEN is set "
+                    "(then every caller holds the token). A feed with a run pending or running is not started "
+                    "again: it is listed in `skipped` with the reason."),
                 "requestBody": {"required": False, "content": {"application/json": {"schema": {
                     "type": "object", "additionalProperties": False,
-                    "properties": {"feeds": {"type": "array", "minItems": 1,
-                                             "items": {"type": "string", "format": "uri"},
+                    "properties": {"feeds": {"type": "array", "minItems": 1, "maxItems": MAX_RUN_FEEDS, "items": URL,
                                              "description": "default: every enabled feed of the registry"}},
                 }}}},
                 "responses": {
-                    "202": _json({"type": "object", "properties": {"runs": {"type": "array", "items": {
-                        "type": "object", "properties": {"runId": {"type": "string"}, "sourceUrl": {"type": "string"}},
-                    }}}}, "runs requested; follow them on /api/import-logs/stream"),
-                    "400": BAD_REQUEST, "401": UNAUTHORIZED, "503": _error("Kafka unavailable"),
+                    "202": _linked(_json({
+                        "type": "object", "required": ["runs", "skipped"], "additionalProperties": False,
+                        "properties": {
+                            "runs": {"type": "array", "items": {
+                                "type": "object", "required": ["runId", "sourceUrl"], "additionalProperties": False,
+                                "properties": {"runId": {"type": "string"}, "sourceUrl": {"type": "string"}}}},
+                            "skipped": {"type": "array", "items": {
+                                "type": "object", "required": ["sourceUrl", "reason"], "additionalProperties": False,
+                                "properties": {"sourceUrl": {"type": "string"}, "reason": {
+                                    "enum": [ALREADY_RUNNING, ALREADY_REQUESTED],
+                                    "description": f"`{ALREADY_RUNNING}`: import_logs has a pending or running run; "
+                                                   f"`{ALREADY_REQUESTED}`: this API requested one moments ago"}}}},
+                        },
+                    }, "runs requested (possibly none); follow them on /api/import-logs/stream"),
+                        GetRequestedRun=_link("getImportLog", "runId", "/runs/0/runId")),
+                    "400": BAD_REQUEST, "401": UNAUTHORIZED, **GUARDED,
+                    "403": _error(f"{CROSS_ORIGIN}; or unregistered feed URLs without API_TOKEN"),
+                    "503": _error("Kafka unavailable, or store unavailable"),
                 },
             }},
             "/api/import-logs": {"get": {
                 "summary": "Import runs, newest requested first (ties: runId descending)", "operationId": "listImportLogs",
                 "parameters": [
                     *PAGING,
-                    _query("status", "one status or a comma-separated list", {"type": "string",
+                    _query("status", "one status or a comma-separated list", {"type": "string", "maxLength": TEXT,
                                                                               "examples": ["running,pending"]}),
-                    _query("source", "exact feed URL", {"type": "string"}),
+                    _query("source", "exact feed URL", {"type": "string", "maxLength": MAX_URL_LENGTH}),
                     _query("since", "runs requested at or after this ISO-8601 time",
-                           {"type": "string", "format": "date-time"}),
+                           {"type": "string", "format": "date-time", "maxLength": TEXT}),
                 ],
-                "responses": {"200": _json(_page("ImportLog"), "one page"), "400": BAD_REQUEST,
-                              "503": STORE_UNAVAILABLE},
+                "responses": {"200": _linked(_json(_page("ImportLog"), "one page"),
+                                             GetFirstRun=_link("getImportLog", "runId", "/items/0/runId")),
+                              "400": BAD_REQUEST, "503": STORE_UNAVAILABLE},
             }},
             "/api/import-logs/stream": {"get": {
                 "summary": "Live run snapshots (Server-Sent Events)", "operationId": "streamImportLogs",
@@ -234,37 +296,46 @@ def openapi_document() -> dict[str, Any]:
                     "`event: resync` is sent instead: reload the list over REST."
                 ),
                 "parameters": [{"name": "Last-Event-ID", "in": "header", "required": False,
-                                "schema": {"type": "string"}}],
+                                "schema": {"type": "string", "maxLength": 200}}],
                 "responses": {"200": {"description": "event stream", "content": {"text/event-stream": {}}}},
             }},
             "/api/import-logs/{runId}": {"get": {
                 "summary": "One import run with its failures", "operationId": "getImportLog",
                 "parameters": [_path("runId", "the run's id")],
-                "responses": {"200": _json(_ref("ImportLog"), "the run"), "404": _error("unknown run")},
+                "responses": {"200": _json(_ref("ImportLog"), "the run"), "404": _error("unknown run"),
+                              "503": STORE_UNAVAILABLE},
             }},
             "/api/jobs": {"get": {
                 "summary": "Jobs, newest published first (ties: dedupeKey ascending; no date: last)", "operationId": "listJobs",
                 "parameters": [
                     *PAGING,
-                    _query("q", "text in the title or company, case-insensitive", {"type": "string"}),
-                    _query("source", "exact feed URL", {"type": "string"}),
-                    _query("company", "company name, case-insensitive exact match", {"type": "string"}),
+                    _query("q", "text in the title or company, case-insensitive", {"type": "string", "maxLength": TEXT}),
+                    _query("source", "exact feed URL", {"type": "string", "maxLength": MAX_URL_LENGTH}),
+                    _query("company", "company name, case-insensitive exact match", {"type": "string", "maxLength": TEXT}),
                 ],
-                "responses": {"200": _json(_page("Job"), "one page"), "400": BAD_REQUEST, "503": STORE_UNAVAILABLE},
+                "responses": {"200": _linked(_json(_page("Job"), "one page"),
+                                             GetFirstJob=_link("getJob", "dedupeKey", "/items/0/dedupeKey")),
+                              "400": BAD_REQUEST, "503": STORE_UNAVAILABLE},
             }},
             "/api/jobs/{dedupeKey}": {"get": {
                 "summary": "One job", "operationId": "getJob",
                 "parameters": [_path("dedupeKey", "sha1 of sourceUrl|guid")],
-                "responses": {"200": _json(_ref("Job"), "the job"), "404": _error("unknown job")},
+                "responses": {"200": _json(_ref("Job"), "the job"), "404": _error("unknown job"),
+                              "503": STORE_UNAVAILABLE},
             }},
             "/api/feeds": {
                 "get": {"summary": "The feed registry with each feed's latest run", "operationId": "listFeeds",
                         "responses": {"200": _json({"type": "object", "properties": {
-                            "items": {"type": "array", "items": _ref("Feed")}, "total": COUNT}}, "all feeds")}},
+                            "items": {"type": "array", "items": _ref("Feed")}, "total": COUNT}}, "all feeds"),
+                            "503": STORE_UNAVAILABLE}},
                 "post": {"summary": "Register a feed", "operationId": "addFeed", "security": SECURED,
                          "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("NewFeed")}}},
-                         "responses": {"201": _json(_ref("Feed"), "registered"), "400": BAD_REQUEST,
-                                       "401": UNAUTHORIZED, "409": _error("already registered")}},
+                         "responses": {"201": _linked(_json(_ref("Feed"), "registered"),
+                                                      ChangeFeed=_link("changeFeed", "id", "/id"),
+                                                      DeleteFeed=_link("deleteFeed", "id", "/id")),
+                                       "400": BAD_REQUEST,
+                                       "401": UNAUTHORIZED, **GUARDED, "409": _error("already registered"),
+                                       "503": STORE_UNAVAILABLE}},
             },
             "/api/feeds/{id}": {
                 "patch": {"summary": "Enable, disable or rename a feed", "operationId": "changeFeed",
@@ -274,12 +345,18 @@ def openapi_document() -> dict[str, Any]:
                           "requestBody": {"required": True,
                                           "content": {"application/json": {"schema": _ref("FeedChange")}}},
                           "responses": {"200": _json(_ref("Feed"), "the changed feed"), "400": BAD_REQUEST,
-                                        "401": UNAUTHORIZED, "404": _error("unknown feed")}},
+                                        "401": UNAUTHORIZED, **GUARDED, "404": _error("unknown feed"),
+                                        "503": STORE_UNAVAILABLE}},
                 "delete": {"summary": "Remove a feed from the registry", "operationId": "deleteFeed",
                            "description": "A feed listed in FEEDS_FILE comes back at the next start; disable it instead.",
                            "security": SECURED, "parameters": [feed_id],
                            "responses": {"204": {"description": "deleted"}, "400": BAD_REQUEST,
-                                         "401": UNAUTHORIZED, "404": _error("unknown feed")}},
+                                         "401": UNAUTHORIZED, **GUARDED, "404": _error("unknown feed"),
+                                         "503": STORE_UNAVAILABLE}},
             },
         },
     }
+    for item in document["paths"].values():
+        for operation in item.values():
+            operation["responses"]["421"] = MISDIRECTED
+    return document

@@ -17,11 +17,13 @@ from typing import Any
 
 from bson import ObjectId
 
-from models.registry import FeedEntry, RegistryError, entry_from, validate_url
+from models.postings import search_key
+from models.registry import FeedEntry, RegistryError, entry_from, validate_name, validate_url
 from models.runs import STATUSES, iso, parse_iso
 
 Document = dict[str, Any]
 
+MAX_RUN_FEEDS = 100  # URLs one POST /api/import/run may name
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
 MAX_PAGE = 1000
@@ -240,23 +242,6 @@ def import_logs_filter(query: Mapping[str, str]) -> Document:
     return conditions
 
 
-@dataclass(frozen=True, slots=True)
-class JobsQuery:
-    """The filter of ``GET /api/jobs``, and the collection it runs on.
-
-    ``q`` and ``company`` need casefolded fields, which only ``job_search`` has (one small document per
-    job, same ``_id``, same order); the page's jobs are then read from ``jobs`` by ``_id``.
-    """
-
-    filter: Document
-    search: bool
-
-
-def search_text(text: str) -> str:
-    """How job_search stores title, company and the company key: casefolded, so equality/substring is case-blind."""
-    return text.casefold()
-
-
 def literal_regex(text: str) -> str:
     """A regex matching ``text`` literally, with every ASCII character but letters, digits and ``_`` escaped.
 
@@ -268,19 +253,23 @@ def literal_regex(text: str) -> str:
     return "".join("\\" + char if char.isascii() and not (char.isalnum() or char == "_") else char for char in text)
 
 
-def jobs_query(query: Mapping[str, str]) -> JobsQuery:
-    """``q``: a substring of title or company; ``company``: a whole company name; both case-insensitive."""
+def jobs_filter(query: Mapping[str, str]) -> Document:
+    """The ``job_search`` filter of ``GET /api/jobs``.
+
+    ``q``: a substring of title or company; ``company``: a whole company name; both case-insensitive
+    (``job_search`` holds them casefolded, see ``models.postings.search_fields``).
+    """
     conditions: Document = {}
     source = text_param(query, "source", 2000)
     if source is not None:
         conditions["sourceUrl"] = source
     company = text_param(query, "company")
     if company is not None:
-        conditions["company"] = search_text(company).strip()
+        conditions["company"] = search_key(company.strip())
     q = text_param(query, "q")
     if q is not None:
-        conditions["text"] = {"$regex": literal_regex(search_text(q))}
-    return JobsQuery(conditions, search=company is not None or q is not None)
+        conditions["text"] = {"$regex": literal_regex(search_key(q))}
+    return conditions
 
 
 def parse_object_id(raw: str) -> ObjectId:
@@ -319,17 +308,20 @@ def feed_changes(body: Any) -> Document:
             raise bad_request("'enabled' must be a boolean")
         changes["enabled"] = fields["enabled"]
     if "name" in fields:
-        name = fields["name"]
-        if not isinstance(name, str) or not name.strip():
-            raise bad_request("'name' must be a non-empty string")
-        changes["name"] = name.strip()
+        try:
+            changes["name"] = validate_name(fields["name"])
+        except RegistryError as exc:
+            raise bad_request(f"'name': {exc}") from None
     if not changes:
         raise bad_request("nothing to change: give 'enabled' and/or 'name'")
     return changes
 
 
 def requested_urls(body: Any) -> list[str] | None:
-    """``POST /api/import/run``: None means every enabled feed; else the distinct, valid URLs given."""
+    """``POST /api/import/run``: None means every enabled feed; else the distinct valid URLs, in the order given.
+
+    At most MAX_RUN_FEEDS; duplicates are dropped in one pass (a dict keeps the first of each).
+    """
     if body is None:
         return None
     fields = require_object(body, "request body")
@@ -341,24 +333,60 @@ def requested_urls(body: Any) -> list[str] | None:
     feeds = fields["feeds"]
     if not isinstance(feeds, list) or not feeds:
         raise bad_request("'feeds' must be a non-empty list of feed URLs")
-    urls: list[str] = []
+    if len(feeds) > MAX_RUN_FEEDS:
+        raise bad_request(f"'feeds' holds {len(feeds)} URLs: at most {MAX_RUN_FEEDS} per request")
+    urls: dict[str, None] = {}
     for index, raw in enumerate(feeds):
         try:
-            url = validate_url(raw)
+            urls[validate_url(raw)] = None
         except RegistryError as exc:
             raise bad_request(f"feeds[{index}]: {exc}") from None
-        if url not in urls:
-            urls.append(url)
-    return urls
+    return list(urls)
 
 
-def run_entries(urls: list[str], registry: Mapping[str, Document]) -> list[FeedEntry]:
-    """Known URLs keep their registry name; unknown ones are named after their host."""
-    entries = []
+def require_registered(urls: list[str], registry: Mapping[str, Document], allowed_unregistered: bool) -> None:
+    """403 unless every URL is a registered feed, or the caller holds API_TOKEN.
+
+    Without a token anyone on this machine (or a page they open) could make the worker fetch any
+    address in one request; registering a feed first leaves it visible in the registry.
+    """
+    if allowed_unregistered:
+        return
+    unknown = [url for url in urls if url not in registry]
+    if unknown:
+        raise ApiError(403, f"{len(unknown)} of the feeds are not registered (first: {unknown[0]!r}): register them "
+                            "with POST /api/feeds first; unregistered URLs are run only for callers with API_TOKEN")
+
+
+@dataclass(frozen=True, slots=True)
+class RunPlan:
+    """What one run request starts, and what it leaves alone with the reason (``skipped``)."""
+
+    entries: list[FeedEntry]
+    skipped: list[Document]
+
+
+ALREADY_RUNNING = "already running"  # import_logs has a pending or running run of the feed
+ALREADY_REQUESTED = "already requested"  # this API requested one a moment ago that import_logs does not show yet
+
+
+def plan_runs(urls: list[str], registry: Mapping[str, Document], running: set[str], requested: set[str]) -> RunPlan:
+    """Every URL not busy gets a run; a busy one is skipped with its reason, so no feed runs twice at once."""
+    entries: list[FeedEntry] = []
+    skipped: list[Document] = []
     for url in urls:
-        known = registry.get(url)
-        entries.append(FeedEntry(url, str(known["name"])) if known and known.get("name") else entry_from(url))
-    return entries
+        if url in running:
+            skipped.append({"sourceUrl": url, "reason": ALREADY_RUNNING})
+        elif url in requested:
+            skipped.append({"sourceUrl": url, "reason": ALREADY_REQUESTED})
+        else:
+            entries.append(run_entry(url, registry.get(url)))
+    return RunPlan(entries, skipped)
+
+
+def run_entry(url: str, known: Document | None) -> FeedEntry:
+    """A registered feed keeps its registry name; an unregistered one is named after its host."""
+    return FeedEntry(url, str(known["name"])) if known and known.get("name") else entry_from(url)
 
 
 def to_json(value: Any) -> Any:

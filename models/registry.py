@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -20,13 +21,37 @@ class FeedEntry:
     enabled: bool = True
 
 
+MAX_URL_LENGTH = 2000
+# Control characters (C0, DEL, C1), invisible format characters (bidi overrides, zero-width) and the
+# Unicode line/paragraph separators: none belongs in a URL, and each could forge or hide a log line.
+_UNPRINTABLE_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp"})
+# Names are free text (emoji sequences use zero-width joiners): only what breaks a line or reorders it is refused.
+_LINE_BREAKING_CATEGORIES = frozenset({"Cc", "Zl", "Zp"})
+_BIDI_CONTROLS = frozenset("\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+MAX_NAME_LENGTH = 200
+
+
 def validate_url(url: object) -> str:
+    """An http(s) URL with a host, at most MAX_URL_LENGTH characters, no control or invisible characters.
+
+    URLs reach log lines, import_logs and the dashboard: a ``\n`` in one would forge a log line.
+    """
     if not isinstance(url, str) or not url.strip():
         raise RegistryError("feed url must be a non-empty string")
     url = url.strip()
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise RegistryError(f"feed url must be an http(s) URL, got {url!r}")
+    if len(url) > MAX_URL_LENGTH:
+        raise RegistryError(f"feed url must be at most {MAX_URL_LENGTH} characters, got {len(url)}")
+    if any(unicodedata.category(char) in _UNPRINTABLE_CATEGORIES for char in url):
+        raise RegistryError(f"feed url must not contain control or invisible characters, got {url!r}")
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # ValueError when it is not a number in 0-65535
+    except ValueError:
+        raise RegistryError(f"feed url is not a valid URL, got {url!r}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise RegistryError(f"feed url must be an http(s) URL with a host, got {url!r}")
+    if port == 0:
+        raise RegistryError(f"feed url has port 0, got {url!r}")
     return url
 
 
@@ -37,11 +62,23 @@ def entry_from(raw: Any, where: str = "feed") -> FeedEntry:
     if not isinstance(raw, dict):
         raise RegistryError(f"{where}: expected a URL or a mapping with 'url', got {type(raw).__name__}")
     url = validate_url(raw.get("url"))
-    name = raw.get("name") or urlsplit(url).netloc
+    name = raw.get("name")
     enabled = raw.get("enabled", True)
-    if not isinstance(name, str) or not isinstance(enabled, bool):
+    if (name is not None and not isinstance(name, str)) or not isinstance(enabled, bool):
         raise RegistryError(f"{where}: 'name' must be a string and 'enabled' a boolean")
-    return FeedEntry(url, name.strip(), enabled)
+    return FeedEntry(url, validate_name(name) if name and name.strip() else urlsplit(url).netloc, enabled)
+
+
+def validate_name(name: object) -> str:
+    """A feed's display name: non-empty, at most MAX_NAME_LENGTH characters, on one line (it reaches the logs)."""
+    if not isinstance(name, str) or not name.strip():
+        raise RegistryError("feed name must be a non-empty string")
+    name = name.strip()
+    if len(name) > MAX_NAME_LENGTH:
+        raise RegistryError(f"feed name must be at most {MAX_NAME_LENGTH} characters, got {len(name)}")
+    if any(unicodedata.category(char) in _LINE_BREAKING_CATEGORIES or char in _BIDI_CONTROLS for char in name):
+        raise RegistryError(f"feed name must not contain control characters, got {name!r}")
+    return name
 
 
 def parse_feeds_file(text: str) -> list[FeedEntry]:

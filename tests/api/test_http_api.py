@@ -52,10 +52,16 @@ async def test_health_names_kafka_when_it_is_unreachable(make_api: MakeApi) -> N
     assert response.status == 503
     assert body["status"] == "error" and body["mongo"] == "ok"
     assert body["kafka"].startswith("error: ")
+    assert body["kafka"] == "error: unreachable"  # no broker address, no exception text: those go to the log
     # reads still work without Kafka; a run request says why it cannot be done
     await down.json("GET", "/api/import-logs", 200)
-    error = await down.json("POST", "/api/import/run", 503, json={"feeds": [new_url()]})
-    assert "Kafka" in error["error"]
+    url = new_url()
+    await down.json("POST", "/api/feeds", 201, json={"url": url})
+    error = await down.json("POST", "/api/import/run", 503, json={"feeds": [url]})
+    assert error == {"error": "Kafka unavailable"}
+    # the feed was not requested, so it is not held as "already requested" either
+    error = await down.json("POST", "/api/import/run", 503, json={"feeds": [url]})
+    assert error == {"error": "Kafka unavailable"}
 
 
 # --- import logs -----------------------------------------------------------------------------------
@@ -338,24 +344,35 @@ async def commands_after(api: ApiHarness, action: Any) -> tuple[Any, list[dict[s
 
 
 async def test_run_request_for_given_urls_is_published_as_commands(api: ApiHarness) -> None:
-    known, unknown = new_url("known"), new_url("unknown")
+    known, other = new_url("known"), new_url("other")
     await api.json("POST", "/api/feeds", 201, json={"url": known, "name": "Known feed"})
+    await api.json("POST", "/api/feeds", 201, json={"url": other})
 
     result, commands = await commands_after(api, lambda: api.json(
-        "POST", "/api/import/run", 202, json={"feeds": [known, unknown, known]}))
-    assert [run["sourceUrl"] for run in result["runs"]] == [known, unknown]
+        "POST", "/api/import/run", 202, json={"feeds": [known, other, known]}))
+    assert [run["sourceUrl"] for run in result["runs"]] == [known, other] and result["skipped"] == []
     assert all(run["runId"] for run in result["runs"])
     by_url = {command["sourceUrl"]: command for command in commands}
-    assert set(by_url) == {known, unknown}
+    assert set(by_url) == {known, other}
     assert by_url[known]["sourceName"] == "Known feed" and by_url[known]["trigger"] == "manual"
-    assert by_url[unknown]["sourceName"] == unknown.split("/")[2]
+    assert by_url[other]["sourceName"] == other.split("/")[2]
     assert {c["runId"] for c in commands} == {r["runId"] for r in result["runs"]}
+
+
+async def test_with_api_token_unregistered_urls_run_too(make_api: MakeApi) -> None:
+    token = f"tok-{uuid.uuid4().hex}"
+    secured = await make_api(API_TOKEN=token)
+    unknown = new_url("unknown")
+    result, commands = await commands_after(secured, lambda: secured.json(
+        "POST", "/api/import/run", 202, json={"feeds": [unknown]}, headers={"Authorization": f"Bearer {token}"}))
+    assert [run["sourceUrl"] for run in result["runs"]] == [unknown]
+    assert [(c["sourceUrl"], c["sourceName"]) for c in commands] == [(unknown, unknown.split("/")[2])]
 
 
 async def test_run_request_without_body_runs_every_enabled_feed(make_api: MakeApi) -> None:
     own = await make_api()  # its own, empty registry
     empty = await own.json("POST", "/api/import/run", 202)
-    assert empty == {"runs": []}
+    assert empty == {"runs": [], "skipped": []}
     enabled, disabled = new_url("on"), new_url("off")
     await own.json("POST", "/api/feeds", 201, json={"url": enabled})
     await own.json("POST", "/api/feeds", 201, json={"url": disabled, "enabled": False})
@@ -373,7 +390,7 @@ async def test_run_request_without_body_runs_every_enabled_feed(make_api: MakeAp
     ("42", "JSON object"),
 ])
 async def test_run_request_rejects_bad_bodies_with_400(api: ApiHarness, body: str, fragment: str) -> None:
-    error = await api.json("POST", "/api/import/run", 400, data=body)
+    error = await api.json("POST", "/api/import/run", 400, data=body, headers={"Content-Type": "application/json"})
     assert fragment in error["error"]
 
 

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import json
 import re
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,7 +16,7 @@ from bson import ObjectId
 from api import queries
 from api.events import LogHub, snapshot_from
 from api.queries import JOBS_ORDER, RUNS_ORDER, ApiError, Page, Position
-from models.registry import FeedEntry
+from models.registry import FeedEntry, RegistryError, validate_url
 
 
 def status_of(call: Any, *args: Any) -> int:
@@ -140,18 +141,17 @@ def test_import_logs_filter_rejects_bad_filters(query: dict[str, str]) -> None:
     assert status_of(queries.import_logs_filter, query) == 400
 
 
-def test_jobs_query_reads_jobs_for_plain_lists_and_job_search_for_text() -> None:
-    assert queries.jobs_query({}) == queries.JobsQuery({}, search=False)
-    assert queries.jobs_query({"source": "https://a/f", "q": "  "}) == queries.JobsQuery({"sourceUrl": "https://a/f"}, search=False)
+def test_jobs_filter_of_plain_lists_and_blank_text() -> None:
+    assert queries.jobs_filter({}) == {}
+    assert queries.jobs_filter({"source": "https://a/f", "q": "  "}) == {"sourceUrl": "https://a/f"}
 
 
 def test_jobs_query_casefolds_and_escapes_user_text() -> None:
     """job_search holds casefolded text: a plain case-sensitive regex of the escaped, casefolded literal, no options."""
-    query = queries.jobs_query({"q": "C++ (Senior) STRASSE", "company": " Acme.io ", "source": "https://a/f"})
-    assert query.search
-    assert query.filter == {"sourceUrl": "https://a/f", "company": "acme.io",
+    conditions = queries.jobs_filter({"q": "C++ (Senior) STRASSE", "company": " Acme.io ", "source": "https://a/f"})
+    assert conditions == {"sourceUrl": "https://a/f", "company": "acme.io",
                             "text": {"$regex": r"c\+\+\ \(senior\)\ strasse"}}
-    assert queries.jobs_query({"company": "Straße"}).filter == {"company": "strasse"}
+    assert queries.jobs_filter({"company": "Straße"}) == {"company": "strasse"}
 
 
 @pytest.mark.parametrize("text", ["c++ (senior)", "node.js/react @ acme, inc.", '50% remote: "yes"', "müller straße",
@@ -213,9 +213,66 @@ def test_requested_urls_rejects_bad_bodies(body: Any) -> None:
     assert status_of(queries.requested_urls, body) == 400
 
 
-def test_run_entries_names_known_feeds_from_the_registry() -> None:
-    entries = queries.run_entries(["https://a/x", "https://b.example/y"], {"https://a/x": {"url": "https://a/x", "name": "A"}})
-    assert entries == [FeedEntry("https://a/x", "A"), FeedEntry("https://b.example/y", "b.example")]
+def test_requested_urls_takes_at_most_100_and_dedupes_in_one_pass() -> None:
+    hundred = [f"https://h{n}.example/feed" for n in range(100)]
+    assert queries.requested_urls({"feeds": hundred}) == hundred
+    error = pytest.raises(ApiError, queries.requested_urls, {"feeds": [*hundred, "https://h100.example/feed"]}).value
+    assert error.status == 400 and "at most 100" in error.message
+
+
+def test_requested_urls_counts_duplicates_against_the_cap() -> None:
+    """The cap is on what the client sent, before deduplication: 101 copies of one URL are still 101 URLs."""
+    assert status_of(queries.requested_urls, {"feeds": ["https://a.example/x"] * 101}) == 400
+
+
+def test_dedupe_of_a_full_body_is_linear() -> None:
+    """The old ``url not in urls`` list scan took 44 s on a 1 MiB body; 100 distinct URLs now cost microseconds."""
+    body = {"feeds": [f"https://h{n}.example/{'x' * 500}" for n in range(100)]}
+    started = time.perf_counter()
+    for _ in range(100):
+        queries.requested_urls(body)
+    assert time.perf_counter() - started < 1.0
+
+
+def test_only_registered_feeds_run_without_the_token() -> None:
+    registry = {"https://a/x": {"url": "https://a/x", "name": "A"}}
+    queries.require_registered(["https://a/x"], registry, allowed_unregistered=False)
+    error = pytest.raises(ApiError, queries.require_registered, ["https://a/x", "https://b/y"], registry, False).value
+    assert error.status == 403 and "https://b/y" in error.message and "API_TOKEN" in error.message
+    queries.require_registered(["https://b/y"], registry, allowed_unregistered=True)
+
+
+def test_plan_runs_skips_busy_feeds_and_names_known_ones_from_the_registry() -> None:
+    registry = {"https://a/x": {"url": "https://a/x", "name": "A"}}
+    urls = ["https://a/x", "https://b.example/y", "https://c/z", "https://d/w"]
+    plan = queries.plan_runs(urls, registry, running={"https://c/z"}, requested={"https://d/w"})
+    assert plan.entries == [FeedEntry("https://a/x", "A"), FeedEntry("https://b.example/y", "b.example")]
+    assert plan.skipped == [{"sourceUrl": "https://c/z", "reason": "already running"},
+                            {"sourceUrl": "https://d/w", "reason": "already requested"}]
+
+
+@pytest.mark.parametrize("url", [
+    "https://example.com/feed\nINFO forged line", "https://example.com/\rfeed", "https://exa\x00mple.com/",
+    "https://example.com/\x1b[31m", "https://example.com/\x7f", "https://example.com/\x85x", "https://example.com/\u2028x",
+    "https://example.com/\u202eexe.xml", "https://example.com/\u200bfeed", "http://[::1/feed", "http://example.com:99999/",
+    "http://example.com:0/", "http://:80/feed", "https://example.com/" + "a" * 2000,
+])
+def test_urls_with_control_characters_or_no_valid_host_are_refused(url: str) -> None:
+    with pytest.raises(RegistryError):
+        validate_url(url)
+    assert status_of(queries.requested_urls, {"feeds": [url]}) == 400
+    assert status_of(queries.new_feed, {"url": url}) == 400
+
+
+def test_a_url_with_surrounding_whitespace_is_trimmed_not_refused() -> None:
+    assert validate_url("  https://example.com/feed\n") == "https://example.com/feed"
+
+
+@pytest.mark.parametrize("name", ["two\nlines", "tab\there", "\u202eevil", "x" * 201, "   "])
+def test_feed_names_are_one_line(name: str) -> None:
+    assert status_of(queries.feed_changes, {"name": name}) == 400
+    if name.strip():
+        assert status_of(queries.new_feed, {"url": "https://example.com/x", "name": name}) == 400
 
 
 @pytest.mark.parametrize("raw", ["", "xyz", "0123456789abcdef0123456", "0123456789abcdef012345678", "g123456789abcdef01234567"])

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from agents.metrics import feed_label
 from models.runs import FINISHED
 from tests.api.support import ApiHarness, SseReader, eventually, sample, scrape, start_api
 from tests.support import FeedServer, Process, rss
@@ -27,7 +28,7 @@ async def test_run_requested_over_the_api_is_imported_streamed_and_counted(
     start_worker()
     url = feed_server.put(f"api-{uuid.uuid4().hex[:8]}.xml", rss(postings(ITEMS, uuid.uuid4().hex[:6])))
     worker_metrics = f"http://127.0.0.1:{pipeline_env['WORKER_METRICS_PORT']}/metrics"
-    created = {"feed": url, "outcome": "created"}
+    created = {"feed": feed_label(url), "outcome": "created"}
     api: ApiHarness = await start_api(pipeline_env)
     try:
         before = sample(await scrape(worker_metrics), "jobstream_items_total", created)

@@ -85,7 +85,7 @@ export class FeedsView {
       } else if (action === "run") {
         const data = await api("/api/import/run", { method: "POST", body: { feeds: [feed.url] } });
         this.onRunRequested(data.runs);
-        this.toast(`Import of ${feed.name} requested`);
+        this.toast(data.runs.length ? `Import of ${feed.name} requested` : `${feed.name} is already importing`);
       }
       await this.reload();
     } catch (err) {

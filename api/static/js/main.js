@@ -59,11 +59,14 @@ runButton.addEventListener("click", async () => {
   runButton.disabled = true;
   try {
     const data = await api("/api/import/run", { method: "POST" });
+    const busy = (data.skipped || []).length; // feeds with a run pending or running are not started twice
     if (!data.runs.length) {
-      toast("No enabled feeds to import: add one under Feeds", "error");
+      toast(busy ? `All ${busy} enabled feed${busy === 1 ? " is" : "s are"} already importing`
+                 : "No enabled feeds to import: add one under Feeds", busy ? undefined : "error");
     } else {
       addRequested(data.runs);
-      toast(`Import requested for ${data.runs.length} feed${data.runs.length === 1 ? "" : "s"}`);
+      toast(`Import requested for ${data.runs.length} feed${data.runs.length === 1 ? "" : "s"}` +
+            (busy ? ` (${busy} already importing)` : ""));
       if (!location.hash.startsWith("#/imports")) location.hash = "#/imports";
     }
   } catch (err) {
