@@ -1,4 +1,4 @@
-"""Leader-only timers: scheduled runs, stalled-run timeouts, raw payload retention, the runs gauge.
+"""Leader-only timers: scheduled runs, reconciliation of unfinished runs (and their timeouts), raw payload retention, the runs gauge.
 
 Faust elects one leader among the workers; ``on_leader`` timers run there only, so several
 workers never multiply scheduled runs. A timer whose store call fails to connect or passes its
@@ -17,7 +17,7 @@ from pymongo.errors import PyMongoError
 
 from agents import metrics
 from models.registry import FeedEntry
-from models.runs import iso
+from models.runs import ROW_FIELDS, iso, reconcile_event, timeout_event
 from streams.app import Pipeline
 from streams.commands import request_runs
 from streams.store import Store, unreachable
@@ -26,6 +26,12 @@ logger = logging.getLogger(__name__)
 
 TICK_SECONDS = 5.0
 FIRST_RUN_DELAY_SECONDS = 5.0
+RECONCILE_MAX_SECONDS = 60.0
+
+
+def reconcile_interval(run_timeout_seconds: float) -> float:
+    """Often enough that a run is finalised within a quarter of its timeout after it, at most once a minute."""
+    return min(RECONCILE_MAX_SECONDS, max(TICK_SECONDS, run_timeout_seconds / 4))
 
 
 def skip_while_unreachable(timer: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
@@ -62,18 +68,36 @@ def attach(pipeline: Pipeline, store: Store) -> None:
         runs = await request_runs(send, settings, due, "schedule")
         logger.info("scheduled runs=%d skipped_in_progress=%d next_in_s=%.0f", len(runs), len(feeds) - len(due), interval)
 
-    async def time_out_stalled_runs() -> None:
+    next_reconcile = 0.0  # the first tick after start: a crash may have left rows unfinished
+
+    async def reconcile_runs() -> None:
+        """Hold every unfinished ``import_logs`` row against the runs table, so none stays running forever.
+
+        The table has partitions on several workers, and only its agent may change it, so each row
+        becomes an event on ``import.progress`` (keyed by runId, hence to the run's owner): a row past
+        RUN_TIMEOUT_SECONDS a ``timeout`` (the run is finalised as failed, rebuilt from the row if the
+        table lost it; a run the table has finished just gets its final projection), any other a
+        ``reconcile``, which re-projects the run's state from the table.
+        """
+        nonlocal next_reconcile
+        if time.monotonic() < next_reconcile:
+            return
         cutoff = datetime.now(UTC) - timedelta(seconds=settings.run_timeout_seconds)
-        stalled = store.import_logs.find(
-            {"status": {"$in": ["pending", "running"]},
-             "$or": [{"startedAt": {"$lt": cutoff}}, {"startedAt": None, "requestedAt": {"$lt": cutoff}}]},
-            {"runId": 1},
-        )
-        async for doc in stalled:
-            logger.warning("run stalled run_id=%s: finalising as failed", doc["runId"])
-            await send(settings.topic("import.progress"), doc["runId"],
-                       {"type": "timeout", "runId": doc["runId"], "at": iso(datetime.now(UTC)),
-                        "afterSeconds": settings.run_timeout_seconds})
+        fields = {key: 1 for key in ("runId", "status", *ROW_FIELDS)}
+        stalled = 0
+        async for row in store.import_logs.find({"status": {"$in": ["pending", "running"]}}, fields):
+            at = iso(datetime.now(UTC))
+            begun = row.get("startedAt") or row.get("requestedAt")
+            if begun is None or begun < cutoff:
+                stalled += 1
+                logger.warning("run stalled run_id=%s status=%s: finalising as failed", row["runId"], row["status"])
+                event = timeout_event(row, at, settings.run_timeout_seconds)
+            else:
+                event = reconcile_event(row, at)
+            await send(settings.topic("import.progress"), row["runId"], event)
+        next_reconcile = time.monotonic() + reconcile_interval(settings.run_timeout_seconds)
+        if stalled:
+            logger.info("reconciled unfinished runs, %d past RUN_TIMEOUT_SECONDS", stalled)
 
     async def clean_raw_feeds() -> None:
         cutoff = datetime.now(UTC) - timedelta(days=settings.raw_feed_retention_days)
@@ -85,6 +109,6 @@ def attach(pipeline: Pipeline, store: Store) -> None:
         metrics.RUNS_IN_PROGRESS.set(await store.import_logs.count_documents({"status": {"$in": ["pending", "running"]}}))
 
     app.timer(TICK_SECONDS, on_leader=True, name="schedule_imports")(skip_while_unreachable(schedule_imports))
-    app.timer(60.0, on_leader=True, name="time_out_stalled_runs")(skip_while_unreachable(time_out_stalled_runs))
+    app.timer(TICK_SECONDS, on_leader=True, name="reconcile_runs")(skip_while_unreachable(reconcile_runs))
     app.timer(3600.0, on_leader=True, name="clean_raw_feeds")(skip_while_unreachable(clean_raw_feeds))
     app.timer(10.0, on_leader=True, name="count_runs_in_progress")(skip_while_unreachable(count_runs_in_progress))

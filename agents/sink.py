@@ -24,6 +24,7 @@ from faust.types import StreamT
 from pymongo.errors import PyMongoError
 
 from agents import metrics
+from models.dedupe import rejected_event
 from models.postings import job_insert, job_upsert, search_document
 from models.runs import iso, outcomes_event, parse_iso
 from streams.app import Pipeline, ack_all, batches
@@ -133,6 +134,9 @@ def attach(pipeline: Pipeline, store: Store) -> None:
                             "reason": rejected[key], "stage": "write"}
                     dlq = {"reason": rejected[key], "stage": "write", "payload": change}
                     pending.append(await topics.dlq.send(key=key, value=dlq))
+                    # The dedupe table already holds this fingerprint: make it forget, so the next run
+                    # writes the posting again instead of calling it unchanged.
+                    pending.append(await topics.parsed.send(key=key, value=rejected_event(change, rejected[key])))
                 else:
                     item = {"seq": change["seq"], "outcome": change["type"]}
                     pending.append(await topics.changes.send(key=key, value=change))
@@ -140,7 +144,7 @@ def attach(pipeline: Pipeline, store: Store) -> None:
                     if fetched is not None:
                         metrics.LATENCY_SECONDS.observe((written_at - fetched).total_seconds())
                 outcomes[change["runId"]].append(item)
-                metrics.ITEMS.labels(feed=feed, outcome=item["outcome"]).inc()
+                metrics.ITEMS.labels(feed=metrics.feed_label(feed), outcome=item["outcome"]).inc()
             at = iso(written_at)
             for run_id, items in outcomes.items():
                 pending.append(await topics.progress.send(key=run_id, value=outcomes_event(run_id, items, at, batch=True)))

@@ -1,7 +1,18 @@
-"""Stats agent: fold progress events into the runs table, project each change into ``import_logs``.
+"""Stats agent: fold progress events into the runs table, project every run a batch touched into ``import_logs``.
 
-Every state change is also published on ``import.logs`` (compacted, keyed by runId) for the API's
-live stream. Replayed progress is harmless: the fold counts each item sequence number once.
+Every projection is also published on ``import.logs`` (compacted, keyed by runId) for the API's
+live stream. Replayed progress is harmless: the fold counts each item sequence number once. The
+projection is idempotent (a replace by runId) and is done for every run a batch *touched*, changed
+or not: the table write is durable at once, so after a crash between the write and the projection
+the replayed events fold to the same state, and only re-projecting them finishes the run in
+``import_logs``. A finished ``import_logs`` row is never replaced (a stale worker after a rebalance,
+or a late event, cannot reopen it).
+
+Bounded state: the repair timer reads only an in-memory index of this worker's unfinished runs
+(rebuilt from the table by a periodic scan that yields to the event loop, since a restart or
+rebalance hands over runs the index has not seen); the same scan asks for finished runs older than
+``RUNS_RETENTION_HOURS`` to be expired. Table changes happen only in the agent (FAUST-NOTES §4), so
+expiry and reconciliation (``agents/scheduler.py``) reach it as events on ``import.progress``.
 """
 
 from __future__ import annotations
@@ -9,77 +20,137 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from faust.types import StreamT
 
 from agents import metrics
-from models.runs import FINISHED, as_mongo, fold, missing_seqs, needs_repair, snapshot
+from models.runs import FINISHED, as_mongo, fold, iso, missing_seqs, needs_repair, parse_iso, snapshot
 from streams.app import JsonEvent, Pipeline, ack_all, batches, consumer_lag, set_current_event
-from streams.store import Store, until_reachable
+from streams.store import DUPLICATE_KEY, Store, until_reachable
 
 logger = logging.getLogger(__name__)
 
 REPAIR_CHECK_SECONDS = 5.0
 REPAIR_MAX_ITEMS = 100_000
+SCAN_SECONDS = 300.0  # full scans of the table: index rebuild after a restart/rebalance, expiry
+SCAN_YIELD_EVERY = 200  # runs decoded between two yields to the event loop
+# Events that may begin a run in the table; any other event of a run the table does not know is
+# late (its run expired) or stray, and creating a run from it would leave a phantom forever.
+CREATES_RUN = frozenset({"requested", "started", "timeout"})
+
+
+def expired(state: dict[str, Any], now: datetime, retention_hours: float) -> bool:
+    """A finished run whose ``finishedAt`` is older than the retention period."""
+    finished = parse_iso(state.get("finishedAt")) if state.get("status") in FINISHED else None
+    return finished is not None and now - finished >= timedelta(hours=retention_hours)
+
+
+def expire_event(run_id: str, at: str) -> dict[str, Any]:
+    """Ask the stats agent (the only writer of the runs table) to drop a finished run past retention."""
+    return {"type": "expire", "runId": run_id, "at": at}
 
 
 def attach(pipeline: Pipeline, store: Store) -> None:
     table = pipeline.runs_table
     topics = pipeline.topics
     settings = pipeline.settings
+    # runIds of unfinished runs in this worker's partitions (kept by the agent, completed by the scan).
+    unfinished: set[str] = set()
+    # runId → (monotonic time of the last repair, repairs so far): each repair waits twice as long,
+    # so a run that is merely slow (a backlog, not a loss) costs a bounded number of replays.
+    repairs: dict[str, tuple[float, int]] = {}
 
-    async def project(snapshots: list[dict[str, Any]]) -> None:
-        """Upsert the snapshots; hold the batch while MongoDB is away rather than lose a count."""
-        writes = [({"_id": doc["runId"]}, {"_id": doc["runId"], **as_mongo(doc)}) for doc in snapshots]
+    async def project(snapshots: list[dict[str, Any]]) -> set[str]:
+        """Replace each unfinished row by its snapshot; return the runIds whose row was already finished.
+
+        Held while MongoDB is away rather than lose a count. The filter leaves finished rows alone;
+        on such a row the upsert's insert is a duplicate key, which is the answer "already final".
+        """
+        writes = [({"_id": doc["runId"], "status": {"$nin": sorted(FINISHED)}}, {"_id": doc["runId"], **as_mongo(doc)})
+                  for doc in snapshots]
         errors = await until_reachable(lambda: store.bulk_upsert(store.import_logs, writes), "import_logs projection")
+        final = set()
         for error in errors:
-            logger.error("import_logs rejected the snapshot of run_id=%s: %s", writes[error["index"]][0]["_id"], error.get("errmsg"))
+            run_id = writes[error["index"]][0]["_id"]
+            if error.get("code") == DUPLICATE_KEY:
+                final.add(run_id)
+            else:
+                logger.error("import_logs rejected the snapshot of run_id=%s: %s", run_id, error.get("errmsg"))
+        return final
+
+    def fold_run(run_id: str, run_events: list[JsonEvent], now: datetime) -> dict[str, Any] | None:
+        """The run's new state after its events, written to the table if it changed; None when there is no run."""
+        set_current_event(run_events[0])
+        before: dict[str, Any] | None = table.get(run_id)
+        state = before
+        expire = False
+        for event in run_events:
+            kind = event.value["type"]
+            if kind == "expire":
+                expire = True
+            elif state is None and kind not in CREATES_RUN:
+                logger.info("progress event %s for a run the table does not know (expired or stray) run_id=%s", kind, run_id)
+            else:
+                state = fold(state, event.value, settings.max_failures_kept)
+        if state is None:
+            return None
+        if expire and before is not None and state == before and expired(state, now, settings.runs_retention_hours):
+            del table[run_id]
+            unfinished.discard(run_id)
+            repairs.pop(run_id, None)
+            return None
+        if state != before:
+            table[run_id] = state
+        if state["status"] in FINISHED:
+            unfinished.discard(run_id)
+            repairs.pop(run_id, None)
+            if before is None or before["status"] not in FINISHED:
+                metrics.RUNS_FINISHED.labels(status=state["status"]).inc()
+                logger.info(
+                    "run finished run_id=%s url=%s status=%s fetched=%d new=%d updated=%d unchanged=%d failed=%d duration_ms=%s",
+                    run_id, state["sourceUrl"], state["status"], state["totalFetched"], state["newJobs"],
+                    state["updatedJobs"], state["unchangedJobs"], state["failedJobs"], state["durationMs"],
+                )
+        else:
+            unfinished.add(run_id)
+        return state
 
     async def stats(stream: StreamT[Any]) -> None:
         async for events in batches(stream, 1000, within=0.25):
             by_run: dict[str, list[JsonEvent]] = {}
             for event in events:
                 by_run.setdefault(event.value["runId"], []).append(event)
-            snapshots = []
-            for run_id, run_events in by_run.items():
-                set_current_event(run_events[0])
-                before = table.get(run_id)
-                state = before
-                for event in run_events:
-                    state = fold(state, event.value, settings.max_failures_kept)
-                if state == before or state is None:
-                    continue
-                table[run_id] = state
-                snapshots.append(snapshot(state))
-                if state["status"] in FINISHED and (before is None or before["status"] not in FINISHED):
-                    metrics.RUNS_FINISHED.labels(status=state["status"]).inc()
-                    logger.info(
-                        "run finished run_id=%s url=%s status=%s fetched=%d new=%d updated=%d unchanged=%d failed=%d duration_ms=%s",
-                        run_id, state["sourceUrl"], state["status"], state["totalFetched"], state["newJobs"],
-                        state["updatedJobs"], state["unchangedJobs"], state["failedJobs"], state["durationMs"],
-                    )
-            if snapshots:
-                await project(snapshots)
-                pending = [await topics.logs.send(key=doc["runId"], value=doc) for doc in snapshots]
+            now = datetime.now(UTC)
+            states = [state for run_id, run_events in by_run.items() if (state := fold_run(run_id, run_events, now))]
+            if states:
+                snapshots = [snapshot(state) for state in states]
+                final = await project(snapshots)
+                # A row already final stays as it is; only a finished snapshot (the same one) goes out again.
+                outgoing = [doc for doc in snapshots if doc["runId"] not in final or doc["status"] in FINISHED]
+                pending = [await topics.logs.send(key=doc["runId"], value=doc) for doc in outgoing]
                 await asyncio.gather(*pending)
             await ack_all(stream, events)
-
-    # runId → (monotonic time of the last repair, repairs so far): each repair waits twice as long,
-    # so a run that is merely slow (a backlog, not a loss) costs a bounded number of replays.
-    repairs: dict[str, tuple[float, int]] = {}
 
     async def repair_stalled_runs() -> None:
         """Ask the poller to republish the items of a silent run that still lack an outcome.
 
         Every step downstream is idempotent, so a republished item either gets its first outcome
         or its original one again; this makes the counts exact even if a consumer skipped events
-        (faust-streaming has open reports of that around rebalances and restarts).
+        (faust-streaming has open reports of that around rebalances and restarts). Only the runs
+        of the unfinished index are read.
         """
         now = datetime.now(UTC)
-        candidates = [(run_id, state) for run_id, state in list(table.items())
-                      if state is not None and needs_repair(state, now, settings.repair_after_seconds)]
+        candidates = []
+        for run_id in list(unfinished):
+            state = table.get(run_id)
+            if state is None or state["status"] in FINISHED:
+                unfinished.discard(run_id)
+            elif needs_repair(state, now, settings.repair_after_seconds):
+                candidates.append((run_id, state))
+        for run_id in [run_id for run_id in repairs if run_id not in unfinished]:
+            del repairs[run_id]
         if not candidates:
             return
         backlog = sum((await consumer_lag(pipeline.app, settings.topic_prefix)).values())
@@ -99,5 +170,38 @@ def attach(pipeline: Pipeline, store: Store) -> None:
             command = {key: state[key] for key in ("runId", "sourceUrl", "sourceName", "trigger", "requestedAt")}
             await (await topics.commands.send(key=state["sourceUrl"], value={**command, "repairSeqs": missing}))
 
+    async def scan_runs() -> None:
+        """Walk this worker's part of the table: index unfinished runs, ask for expired ones to be dropped.
+
+        Yields to the event loop every ``SCAN_YIELD_EVERY`` runs; the table holds at most the runs of
+        the retention period, so a scan is bounded too.
+        """
+        now = datetime.now(UTC)
+        expiring: list[str] = []
+        for index, run_id in enumerate(list(table.keys())):  # keys only: values are decoded one at a time below
+            if index % SCAN_YIELD_EVERY == SCAN_YIELD_EVERY - 1:
+                await asyncio.sleep(0)
+            state = table.get(run_id)
+            if state is None:
+                continue
+            if state["status"] not in FINISHED:
+                unfinished.add(run_id)
+            elif expired(state, now, settings.runs_retention_hours):
+                expiring.append(run_id)
+        pending = [await topics.progress.send(key=run_id, value=expire_event(run_id, iso(now))) for run_id in expiring]
+        await asyncio.gather(*pending)
+        if expiring:
+            logger.info("runs past retention (%.0fh) to expire from the table: %d", settings.runs_retention_hours, len(expiring))
+
+    next_scan = 0.0
+
+    async def maintain_runs() -> None:
+        """The repair check every tick; a full scan at the first tick after start and every SCAN_SECONDS."""
+        nonlocal next_scan
+        if time.monotonic() >= next_scan:
+            next_scan = time.monotonic() + SCAN_SECONDS
+            await scan_runs()
+        await repair_stalled_runs()
+
     pipeline.app.agent(topics.progress, name="stats", concurrency=1)(stats)
-    pipeline.app.timer(REPAIR_CHECK_SECONDS, name="repair_stalled_runs")(repair_stalled_runs)
+    pipeline.app.timer(REPAIR_CHECK_SECONDS, name="repair_stalled_runs")(maintain_runs)

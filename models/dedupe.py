@@ -8,6 +8,7 @@ which is what keeps the counts exact without Kafka transactions.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -42,3 +43,31 @@ def classify(previous: dict[str, Any] | None, fingerprint: str, run_id: str, seq
         version = int(previous["version"])
     recent = [[run_id, seq, outcome, version], *(previous or {}).get("recent", [])][:RECENT_KEPT]
     return Classification(outcome, version, {"fingerprint": fingerprint, "version": version, "recent": recent})
+
+
+def rejected_event(change: Mapping[str, Any], reason: str) -> dict[str, Any]:
+    """What the sink sends to ``jobs.parsed`` (key: dedupeKey) when MongoDB rejected a posting's write.
+
+    It reaches the dedupe agent on the table's own partition, the only place the entry may change.
+    """
+    return {
+        "type": "rejected",
+        "dedupeKey": change["job"]["dedupeKey"],
+        "fingerprint": change["fingerprint"],
+        "version": int(change["version"]),
+        "runId": change["runId"],
+        "seq": change["seq"],
+        "reason": reason[:256],
+    }
+
+
+def forget_rejected(previous: dict[str, Any] | None, fingerprint: str) -> dict[str, Any] | None:
+    """The table value after MongoDB rejected the write of ``fingerprint``; None when nothing changes.
+
+    The fingerprint is dropped (the version kept), so the key's next sighting is ``updated`` with a
+    higher version and is written again, instead of ``unchanged`` forever while MongoDB lacks it. If
+    the entry moved on to another fingerprint meanwhile, that newer write decides and nothing changes.
+    """
+    if previous is None or previous.get("fingerprint") != fingerprint:
+        return None
+    return {**previous, "fingerprint": None}

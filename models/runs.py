@@ -4,6 +4,13 @@ A run's state lives in the stats table (keyed by runId). Every item of a run has
 (its index in the feed); the state keeps a bitmap of the sequence numbers already accounted for,
 so a progress event delivered twice is counted once. A run is finished when the poller announced
 how many items the feed held and every one of them has an outcome.
+
+Outcomes may arrive before the announcement (the poller publishes while it parses). Until then the
+state also keeps one bitmap per outcome (``pre``), so that at the announcement the outcomes of
+sequence numbers the feed does not hold (``seq >= totalFetched``: a replayed command that fetched a
+changed feed) can be taken back out of the counters. After it, such numbers are ignored. A run that
+ends early (``failed``, ``timeout``) counts every item without an outcome as failed, so the SPEC §3
+invariant ``totalFetched == newJobs + updatedJobs + unchangedJobs + failedJobs`` always holds.
 """
 
 from __future__ import annotations
@@ -17,6 +24,12 @@ from typing import Any
 STATUSES = ("pending", "running", "completed", "partial", "failed")
 FINISHED = frozenset({"completed", "partial", "failed"})
 TRIGGERS = ("schedule", "manual", "cli")
+# Failure text is clipped so that neither the runs table nor an event can grow with hostile input.
+MAX_FAILURE_TEXT = 256
+MAX_ERROR_TEXT = 1024
+# Fields of an import_logs row that a ``timeout`` event carries, for a run the runs table does not know.
+ROW_FIELDS = ("sourceUrl", "sourceName", "trigger", "requestedAt", "startedAt", "totalFetched",
+              "newJobs", "updatedJobs", "unchangedJobs", "failedJobs", "failures", "failuresTruncated", "meta")
 OUTCOME_FIELDS = {
     "created": "newJobs",
     "updated": "updatedJobs",
@@ -63,6 +76,43 @@ def outcomes_event(run_id: str, items: list[dict[str, Any]], at: str, *, batch: 
     return {"type": "outcomes", "runId": run_id, "at": at, "items": items, "batch": batch}
 
 
+def clip(text: object, limit: int = MAX_FAILURE_TEXT) -> str:
+    """``text`` cut to ``limit`` characters (marked with an ellipsis): keys and reasons come from feeds."""
+    value = str(text)
+    return value if len(value) <= limit else value[: limit - 1] + "\u2026"
+
+
+def compact_failures(failures: Iterable[Mapping[str, Any]], kept: int) -> list[dict[str, Any]]:
+    """Failed items for an event: the first ``kept`` with clipped key/reason/stage, the rest as bare seqs.
+
+    The fold counts a bare ``{"seq", "outcome": "failed"}`` without listing it (``failuresTruncated``),
+    so an event about many failures stays small: about 12 bytes per item past ``kept``.
+    """
+    out: list[dict[str, Any]] = []
+    for index, failure in enumerate(failures):
+        item: dict[str, Any] = {"seq": int(failure["seq"]), "outcome": "failed"}
+        if index < kept:
+            item.update(key=clip(failure.get("key", "")), reason=clip(failure.get("reason", "")),
+                        stage=clip(failure.get("stage", "")))
+        out.append(item)
+    return out
+
+
+def reconcile_event(row: Mapping[str, Any], at: str) -> dict[str, Any]:
+    """Ask the stats agent to project a run again (its import_logs row is unfinished); changes no counter."""
+    return {"type": "reconcile", "runId": row["runId"], "at": at}
+
+
+def timeout_event(row: Mapping[str, Any], at: str, after_seconds: float) -> dict[str, Any]:
+    """Finalise a run that outlived RUN_TIMEOUT_SECONDS; carries its import_logs row in case the table lost the run."""
+    stored = {key: row[key] for key in ROW_FIELDS if row.get(key) is not None}
+    for key in ("requestedAt", "startedAt"):
+        if isinstance(stored.get(key), datetime):
+            stored[key] = iso(stored[key])
+    stored["failures"] = [{k: clip(f.get(k, "")) for k in ("key", "reason", "stage")} for f in stored.get("failures", [])]
+    return {"type": "timeout", "runId": row["runId"], "at": at, "afterSeconds": after_seconds, "row": stored}
+
+
 # --- the fold ----------------------------------------------------------------------------------
 
 
@@ -94,12 +144,14 @@ def empty_run(run_id: str) -> dict[str, Any]:
 
 def fold(state: dict[str, Any] | None, event: Mapping[str, Any], max_failures_kept: int) -> dict[str, Any]:
     """Apply one progress event to a run's state and return the new state (the input is not changed)."""
+    kind = event["type"]
+    if state is None and kind == "timeout" and event.get("row"):
+        state = _from_row(str(event["runId"]), event["row"])
     run = dict(state) if state is not None else empty_run(str(event["runId"]))
     run["meta"] = dict(run["meta"])
     run["failures"] = list(run["failures"])
-    kind = event["type"]
-    if run["status"] in FINISHED:
-        return run  # late or replayed events never reopen a finished run
+    if run["status"] in FINISHED or kind == "reconcile":
+        return run  # late or replayed events never reopen a finished run; a reconcile only re-projects
     run["lastProgressAt"] = event["at"]
     if kind in ("requested", "started"):
         for key in ("sourceUrl", "sourceName", "trigger", "requestedAt"):
@@ -110,8 +162,7 @@ def fold(state: dict[str, Any] | None, event: Mapping[str, Any], max_failures_ke
             run["startedAt"] = run["startedAt"] or event["at"]
     elif kind == "fetched":
         if not run["announced"]:
-            run["announced"] = True
-            run["totalFetched"] = int(event["totalFetched"])
+            _announce(run, int(event["totalFetched"]))
             run["meta"].update(event.get("meta", {}))
             _account(run, [(f["seq"], "failed", f) for f in event.get("failures", [])], max_failures_kept)
     elif kind == "outcomes":
@@ -120,14 +171,17 @@ def fold(state: dict[str, Any] | None, event: Mapping[str, Any], max_failures_ke
             run["meta"]["batches"] = int(run["meta"].get("batches", 0)) + 1
     elif kind == "failed":
         run["meta"].update(event.get("meta", {}))
-        run["error"] = str(event["error"])
+        run["error"] = clip(event["error"], MAX_ERROR_TEXT)
+        _fail_the_rest(run)
         return _finish(run, "failed", event["at"])
     elif kind == "timeout":
         accounted = _accounted(run)
-        run["error"] = f"run timed out after {event.get('afterSeconds', '?')}s: " + (
+        unknown = "the runs table did not know the run (lost or expired); " if run.get("restored") else ""
+        run["error"] = f"run timed out after {event.get('afterSeconds', '?')}s: {unknown}" + (
             f"{accounted} of {run['totalFetched']} items accounted" if run["announced"] else "the feed was never fetched"
         )
-        run["failedJobs"] += max(run["totalFetched"] - accounted, 0)
+        run.pop("restored", None)
+        _fail_the_rest(run)
         return _finish(run, "failed", event["at"])
     else:
         raise ValueError(f"unknown progress event type {kind!r}")
@@ -140,12 +194,71 @@ def fold(state: dict[str, Any] | None, event: Mapping[str, Any], max_failures_ke
     return run
 
 
-def _account(run: dict[str, Any], items: Iterable[tuple[int, str, Mapping[str, Any]]], max_failures_kept: int) -> int:
-    """Count each sequence number once; return how many were new."""
+def _from_row(run_id: str, row: Mapping[str, Any]) -> dict[str, Any]:
+    """A run state rebuilt from its import_logs row (for a run the runs table lost): only enough to finalise it."""
+    run = empty_run(run_id)
+    for key in ROW_FIELDS:
+        if row.get(key) is not None:
+            run[key] = row[key]
+    run["failures"] = list(run["failures"])
+    run["announced"] = int(run["totalFetched"]) > 0
+    run["restored"] = True
+    return run
+
+
+def _announce(run: dict[str, Any], total: int) -> None:
+    """Fix the run's size; take back the outcomes counted early for sequence numbers the feed does not hold."""
+    run["announced"] = True
+    run["totalFetched"] = total
+    for outcome, bits in run.pop("pre", {}).items():
+        beyond = _count_from(base64.b64decode(bits), total)
+        run[OUTCOME_FIELDS[outcome]] -= beyond
     seen = bytearray(base64.b64decode(run["seen"]))
+    _clear_from(seen, total)
+    run["seen"] = base64.b64encode(bytes(seen)).decode()
+    run["failures"] = [f for f in run["failures"] if int(f.get("seq", 0)) < total]
+
+
+def _fail_the_rest(run: dict[str, Any]) -> None:
+    """A run ending early: every announced item without an outcome is a failed item (the SPEC invariant)."""
+    if not run["announced"]:
+        run["totalFetched"] = _accounted(run)  # the items known to exist are those with an outcome
+        run.pop("pre", None)
+        return
+    run["failedJobs"] += max(int(run["totalFetched"]) - _accounted(run), 0)
+
+
+def _count_from(bits: bytes, first: int) -> int:
+    """Set bits at positions >= ``first``."""
+    byte, bit = divmod(first, 8)
+    if byte >= len(bits):
+        return 0
+    head = bin(bits[byte] >> bit).count("1")
+    return head + sum(bin(b).count("1") for b in bits[byte + 1:])
+
+
+def _clear_from(bits: bytearray, first: int) -> None:
+    byte, bit = divmod(first, 8)
+    if byte >= len(bits):
+        return
+    bits[byte] &= (1 << bit) - 1
+    del bits[byte + 1:]
+
+
+def _account(run: dict[str, Any], items: Iterable[tuple[int, str, Mapping[str, Any]]], max_failures_kept: int) -> int:
+    """Count each sequence number once (only those below the announced total); return how many were new.
+
+    A failed item with a ``reason`` is listed in ``failures`` (clipped, at most ``max_failures_kept``);
+    one without (see ``compact_failures``) is counted only.
+    """
+    seen = bytearray(base64.b64decode(run["seen"]))
+    pre = None if run["announced"] else {k: bytearray(base64.b64decode(v)) for k, v in run.get("pre", {}).items()}
     added = 0
     for seq, outcome, item in items:
-        byte, bit = divmod(int(seq), 8)
+        seq = int(seq)
+        if seq < 0 or (run["announced"] and seq >= int(run["totalFetched"])):
+            continue  # not an item of this run's feed
+        byte, bit = divmod(seq, 8)
         if byte >= len(seen):
             seen.extend(bytes(byte + 1 - len(seen)))
         if seen[byte] & (1 << bit):
@@ -153,15 +266,22 @@ def _account(run: dict[str, Any], items: Iterable[tuple[int, str, Mapping[str, A
         seen[byte] |= 1 << bit
         added += 1
         run[OUTCOME_FIELDS[outcome]] += 1
+        if pre is not None:
+            bits = pre.setdefault(outcome, bytearray())
+            if byte >= len(bits):
+                bits.extend(bytes(byte + 1 - len(bits)))
+            bits[byte] |= 1 << bit
         if outcome == "failed":
-            if len(run["failures"]) < max_failures_kept:
+            if "reason" in item and len(run["failures"]) < max_failures_kept:
                 run["failures"].append(
-                    {"key": str(item.get("key", f"item[{seq}]")), "reason": str(item.get("reason", "")),
-                     "stage": str(item.get("stage", ""))}
+                    {"key": clip(item.get("key", f"item[{seq}]")), "reason": clip(item.get("reason", "")),
+                     "stage": clip(item.get("stage", "")), "seq": seq}
                 )
             else:
                 run["failuresTruncated"] = True
     run["seen"] = base64.b64encode(bytes(seen)).decode()
+    if pre is not None:
+        run["pre"] = {k: base64.b64encode(bytes(v)).decode() for k, v in pre.items()}
     return added
 
 
@@ -201,9 +321,13 @@ def _finish(run: dict[str, Any], status: str, at: str) -> dict[str, Any]:
     return run
 
 
+INTERNAL_FIELDS = frozenset({"seen", "announced", "pre", "restored"})
+
+
 def snapshot(run: Mapping[str, Any]) -> dict[str, Any]:
     """The ``import_logs`` document (SPEC §3) of a run state, with JSON-friendly ISO timestamps."""
-    doc = {key: value for key, value in run.items() if key not in ("seen", "announced")}
+    doc = {key: value for key, value in run.items() if key not in INTERNAL_FIELDS}
+    doc["failures"] = [{k: v for k, v in failure.items() if k != "seq"} for failure in run["failures"]]
     doc["fileName"] = run["sourceUrl"]
     doc["totalImported"] = int(run["newJobs"]) + int(run["updatedJobs"])
     return doc

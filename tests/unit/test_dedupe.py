@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
-from models.dedupe import RECENT_KEPT, classify
+from models.dedupe import RECENT_KEPT, classify, forget_rejected, rejected_event
 
 
 def test_first_sight_is_created_version_1() -> None:
@@ -49,3 +51,30 @@ def test_memory_of_recent_runs_is_bounded() -> None:
     for i in range(1, RECENT_KEPT * 3):
         state = classify(state, "fp", f"run-{i}", 0).state
     assert len(state["recent"]) == RECENT_KEPT
+
+
+@pytest.mark.parametrize(
+    ("previous", "rejected", "expected"),
+    [
+        (None, "fp1", None),  # the table never knew the key
+        ({"fingerprint": "fp2", "version": 2, "recent": []}, "fp1", None),  # a newer fingerprint meanwhile decides
+        ({"fingerprint": "fp1", "version": 2, "recent": [["r", 0, "updated", 2]]}, "fp1",
+         {"fingerprint": None, "version": 2, "recent": [["r", 0, "updated", 2]]}),
+    ],
+)
+def test_forget_rejected(previous: dict[str, Any] | None, rejected: str, expected: dict[str, Any] | None) -> None:
+    assert forget_rejected(previous, rejected) == expected
+
+
+def test_after_a_rejection_the_same_content_is_updated_with_a_higher_version() -> None:
+    created = classify(None, "fp1", "run-1", 0)
+    forgotten = forget_rejected(created.state, "fp1")
+    assert forgotten is not None
+    again = classify(forgotten, "fp1", "run-2", 0)
+    assert (again.outcome, again.version) == ("updated", 2), "not unchanged: MongoDB does not hold it"
+
+
+def test_rejected_event_is_small_and_keyed_by_the_posting() -> None:
+    change = {"job": {"dedupeKey": "k1"}, "fingerprint": "fp", "version": 3, "runId": "r", "seq": 7}
+    event = rejected_event(change, "x" * 10_000)
+    assert event["type"] == "rejected" and event["dedupeKey"] == "k1" and len(event["reason"]) == 256

@@ -75,7 +75,7 @@ def test_item_failures_make_a_partial_run_and_are_capped() -> None:
     run = apply(event("started"), event("fetched", totalFetched=6, failures=failures), outcomes((5, "created")), kept=3)
     assert run["status"] == "partial"
     assert run["failedJobs"] == 5 and len(run["failures"]) == 3 and run["failuresTruncated"] is True
-    assert run["failures"][0] == {"key": "item[0]", "reason": "missing guid and link", "stage": "normalise"}
+    assert snapshot(run)["failures"][0] == {"key": "item[0]", "reason": "missing guid and link", "stage": "normalise"}
     assert invariant(run)
 
 
