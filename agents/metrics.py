@@ -2,10 +2,35 @@
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import logging
+
 from prometheus_client import Counter, Gauge, Histogram
 
-ITEMS = Counter("jobstream_items_total", "Postings by feed and final outcome", ["feed", "outcome"])
-ITEMS_PARSED = Counter("jobstream_items_parsed_total", "Postings published to jobs.parsed", ["feed"])
+# Series per feed label at most: past it, feeds share the label "other" (the API accepts any URL).
+MAX_FEED_LABELS = 500
+_feed_labels: set[str] = set()
+
+
+def feed_label(url: str) -> str:
+    """The ``feed`` label of a feed URL: a short stable id (first 12 hex of its sha1), never the URL itself.
+
+    A URL can be long and comes from API requests, so the raw URL made unbounded series; the id is
+    12 characters, and at most ``MAX_FEED_LABELS`` distinct ids are used per process.
+    """
+    label = hashlib.sha1(url.encode(), usedforsecurity=False).hexdigest()[:12]
+    if label not in _feed_labels:
+        if len(_feed_labels) >= MAX_FEED_LABELS:
+            return "other"
+        _feed_labels.add(label)
+    return label
+
+
+logger = logging.getLogger(__name__)
+
+ITEMS = Counter("jobstream_items_total", "Postings by feed (feed_label) and final outcome", ["feed", "outcome"])
+ITEMS_PARSED = Counter("jobstream_items_parsed_total", "Postings published to jobs.parsed by feed (feed_label)", ["feed"])
 RUNS_FINISHED = Counter("jobstream_runs_finished_total", "Finished import runs by status", ["status"])
 RUNS_IN_PROGRESS = Gauge("jobstream_runs_in_progress", "Import runs pending or running (from import_logs)")
 FETCH_SECONDS = Histogram("jobstream_fetch_duration_seconds", "Feed HTTP fetch duration",
@@ -23,3 +48,31 @@ SEARCH_WRITE_FAILURES = Counter("jobstream_search_write_failures_total",
 WRITE_RETRIES = Counter("jobstream_sink_write_retries_total", "Sink batches retried because MongoDB was unreachable")
 CONSUMER_LAG = Gauge("jobstream_consumer_lag", "Messages behind the end of the partition", ["topic", "partition"])
 REPAIRS = Counter("jobstream_run_repairs_total", "Runs whose unaccounted items were republished after a silence")
+LOOP_LAG_SECONDS = Histogram("jobstream_event_loop_lag_seconds", "How late the worker's event loop woke a 100 ms timer",
+                             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+LOOP_LAG_MAX_SECONDS = Gauge("jobstream_event_loop_lag_max_seconds",
+                             "Largest event-loop lag of the last LOOP_LAG_REPORT_SECONDS window")
+LOOP_LAG_TICK_SECONDS = 0.1
+
+
+async def watch_event_loop_lag(report_seconds: float) -> None:
+    """Measure how late a 100 ms timer fires, forever; log the window's worst every ``report_seconds``.
+
+    A lag means something held the event loop (or the GIL): every agent, heartbeat and timer of
+    the worker waited that long. The log line (``event loop lag max_ms=...``) is also what the
+    hostile-feed test reads; over a second it is a warning.
+    """
+    loop = asyncio.get_running_loop()
+    worst, samples, window_start = 0.0, 0, loop.time()
+    while True:
+        due = loop.time() + LOOP_LAG_TICK_SECONDS
+        await asyncio.sleep(LOOP_LAG_TICK_SECONDS)
+        now = loop.time()
+        lag = max(0.0, now - due)
+        LOOP_LAG_SECONDS.observe(lag)
+        worst, samples = max(worst, lag), samples + 1
+        if now - window_start >= report_seconds:
+            LOOP_LAG_MAX_SECONDS.set(worst)
+            logger.log(logging.WARNING if worst >= 1.0 else logging.INFO,
+                       "event loop lag max_ms=%.1f samples=%d window_s=%.1f", worst * 1000, samples, now - window_start)
+            worst, samples, window_start = 0.0, 0, now

@@ -9,25 +9,25 @@ deadline and are retried with back-off while MongoDB is away (each is idempotent
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import zlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
-import aiohttp
 from bson import Binary
 from faust.types import StreamT
 from pymongo.errors import DuplicateKeyError
 
 from agents import metrics
-from agents.fetch import FetchError, FetchResult, Validators, fetch_feed
-from models.feed import FeedError, ItemFailure, ParsedFeed, parse_feed
-from models.postings import posting_json
-from models.runs import iso
+from agents.fetch import FetchError, FetchResult, RefusedError, Validators, fetch_feed
+from agents.parsing import ParseFailed, ParserPool
+from models.egress import EgressPolicy
+from models.feed import FeedError
+from models.feedstream import FeedSummary, Row, tail_failure
+from models.runs import compact_failures, iso, outcomes_event
 from streams.app import Pipeline, ack_all, batches
 from streams.store import Store, until_reachable
 
@@ -37,9 +37,10 @@ COMMANDS_AT_ONCE = 4
 MAX_RAW_STORED = 15 * 1024 * 1024  # below MongoDB's 16 MiB document limit
 
 
-def attach(pipeline: Pipeline, store: Store, session: Callable[[], aiohttp.ClientSession]) -> None:
+def attach(pipeline: Pipeline, store: Store, parsers: ParserPool) -> None:
     settings = pipeline.settings
     topics = pipeline.topics
+    policy = EgressPolicy.from_settings(settings.fetch_allow_networks, settings.fetch_allow_ports)
     now: Callable[[], datetime] = lambda: datetime.now(UTC)  # noqa: E731
 
     async def progress(run_id: str, event: dict[str, Any]) -> None:
@@ -52,9 +53,10 @@ def attach(pipeline: Pipeline, store: Store, session: Callable[[], aiohttp.Clien
         if fetched is None:
             logger.error("cannot repair run_id=%s: its raw payload is gone", command["runId"])
             return
-        feed = await asyncio.get_running_loop().run_in_executor(None, parse_feed, fetched.body, command["sourceUrl"],
-                                                                command.get("sourceName", ""))
-        await publish_items(command, feed, set(command["repairSeqs"]))
+        try:
+            await parse_and_publish(command, fetched.body, set(command["repairSeqs"]))
+        except (FeedError, ParseFailed) as exc:
+            logger.error("cannot repair run_id=%s: %s", command["runId"], exc)
 
     async def run_import(command: dict[str, Any]) -> None:
         if command.get("repairSeqs"):
@@ -64,6 +66,10 @@ def attach(pipeline: Pipeline, store: Store, session: Callable[[], aiohttp.Clien
         await progress(run_id, {"type": "started", **{k: command[k] for k in ("sourceUrl", "sourceName", "trigger", "requestedAt")}})
         try:
             fetched = await load_payload(command)
+        except RefusedError as exc:
+            logger.warning("run refused run_id=%s url=%s", run_id, url)
+            await progress(run_id, {"type": "failed", "error": str(exc)})  # nothing about the target's state
+            return
         except FetchError as exc:
             logger.warning("run failed run_id=%s url=%s error=%s", run_id, url, exc)
             await progress(run_id, {"type": "failed", "error": f"fetch failed: {exc}", "meta": {"httpStatus": exc.http_status}})
@@ -73,50 +79,80 @@ def attach(pipeline: Pipeline, store: Store, session: Callable[[], aiohttp.Clien
         if fetched.not_modified:
             await progress(run_id, {"type": "fetched", "totalFetched": 0, "failures": [], "meta": meta})
             return
-        loop = asyncio.get_running_loop()
-        started = time.perf_counter()
         try:
-            feed: ParsedFeed = await loop.run_in_executor(None, parse_feed, fetched.body, url, command.get("sourceName", ""))
-        except FeedError as exc:
+            summary, handed_out, waited = await parse_and_publish(command, fetched.body, None)
+        except FeedError as exc:  # the document as a whole is unusable: nothing was published
             logger.warning("run failed run_id=%s url=%s error=%s", run_id, url, exc)
             await progress(run_id, {"type": "failed", "error": str(exc), "meta": meta})
             return
-        finally:
-            metrics.PARSE_SECONDS.observe(time.perf_counter() - started)
-        await publish(command, feed, meta)
+        except ParseFailed as exc:
+            summary, handed_out, waited = FeedSummary("", "", exc.handed_out, str(exc)), exc.handed_out, exc.waited
+            metrics.PARSE_SECONDS.observe(waited)
+            if not handed_out:
+                logger.warning("run failed run_id=%s url=%s error=%s", run_id, url, exc)
+                await progress(run_id, {"type": "failed", "error": str(exc), "meta": {**meta, "parseSeconds": round(waited, 3)}})
+                return
+        # parseSeconds: the time the worker waited for the parser (publishing the chunks not included).
+        meta = {**meta, "feedKind": summary.kind, "feedTitle": summary.title, "parseSeconds": round(waited, 3)}
+        event: dict[str, Any] = {"type": "fetched", "totalFetched": handed_out, "failures": [], "meta": meta}
+        if summary.stopped is not None:
+            # Items before the stop were published and are kept; one failed item stands for the unread rest.
+            logger.warning("run cut short run_id=%s url=%s items=%d reason=%s", run_id, url, handed_out, summary.stopped)
+            event.update(totalFetched=handed_out + 1, failures=[tail_failure(handed_out, summary.stopped)], error=summary.stopped)
+            metrics.ITEMS.labels(feed=metrics.feed_label(url), outcome="failed").inc()
+        await progress(run_id, event)
 
-    async def publish(command: dict[str, Any], feed: ParsedFeed, meta: dict[str, Any]) -> None:
-        run_id, url = command["runId"], command["sourceUrl"]
-        failures = [
-            {"seq": seq, "key": item.key, "reason": item.reason, "stage": item.stage}
-            for seq, item in enumerate(feed.items)
-            if isinstance(item, ItemFailure)
-        ]
-        meta = {**meta, "feedKind": feed.kind, "feedTitle": feed.title}
-        await progress(run_id, {"type": "fetched", "totalFetched": len(feed.items), "failures": failures, "meta": meta})
-        metrics.ITEMS.labels(feed=url, outcome="failed").inc(len(failures))
-        await publish_items(command, feed, None)
+    async def parse_and_publish(
+        command: dict[str, Any], payload: bytes, only: Collection[int] | None
+    ) -> tuple[FeedSummary, int, float]:
+        """Parse in a parse process and publish each chunk as it arrives; return the summary, items handed out
+        and the seconds spent waiting for the parser.
 
-    async def publish_items(command: dict[str, Any], feed: ParsedFeed, only: set[int] | None) -> None:
-        """One jobs.parsed event per posting (or per listed posting), awaited until the broker has them all."""
+        Raises FeedError when the feed is unusable (before any item: the document is checked
+        first) and ParseFailed (with ``handed_out``) when the parse did not finish.
+        """
         run_id, url = command["runId"], command["sourceUrl"]
         fetched_at = iso(now())
+        published = failed = 0
+        async with parsers.parse(payload, url, command.get("sourceName", ""), only) as job:
+            async for rows in job:
+                sent, failures = await publish_rows(run_id, url, fetched_at, rows)
+                published += sent
+                failed += failures
+            summary = job.summary
+        assert summary is not None  # noqa: S101 - the job ended with its summary or raised
+        metrics.PARSE_SECONDS.observe(job.waited)
+        logger.info("published run_id=%s url=%s items=%d failed=%d parse_wait_s=%.2f%s", run_id, url, published, failed,
+                    job.waited, " (repair)" if only is not None else "")
+        return summary, job.handed_out, job.waited
+
+    async def publish_rows(run_id: str, url: str, fetched_at: str, rows: list[Row]) -> tuple[int, int]:
+        """One jobs.parsed event per posting, and one outcomes event for the chunk's failed items; awaited."""
         pending: list[Awaitable[Any]] = []
-        for seq, item in enumerate(feed.items):
-            if isinstance(item, ItemFailure) or (only is not None and seq not in only):
-                continue
-            value = {**posting_json(item), "runId": run_id, "seq": seq, "fetchedAt": fetched_at}
-            pending.append(await topics.parsed.send(key=item.dedupe_key, value=value))
+        failures: list[dict[str, Any]] = []
+        for row in rows:
+            if len(row) == 2:
+                seq, doc = row
+                value = {**doc, "runId": run_id, "seq": seq, "fetchedAt": fetched_at}
+                pending.append(await topics.parsed.send(key=doc["dedupeKey"], value=value))
+            else:
+                seq, key, reason, stage = row
+                failures.append({"seq": seq, "outcome": "failed", "key": key, "reason": reason, "stage": stage})
+        if failures:
+            event = outcomes_event(run_id, compact_failures(failures, settings.max_failures_kept), iso(now()))
+            pending.append(await topics.progress.send(key=run_id, value=event))
+            metrics.ITEMS.labels(feed=metrics.feed_label(url), outcome="failed").inc(len(failures))
         await asyncio.gather(*pending)
-        metrics.ITEMS_PARSED.labels(feed=url).inc(len(pending))
-        logger.info("published run_id=%s url=%s items=%d%s", run_id, url, len(pending), " (repair)" if only is not None else "")
+        metrics.ITEMS_PARSED.labels(feed=metrics.feed_label(url)).inc(len(rows) - len(failures))
+        return len(rows) - len(failures), len(failures)
 
     async def stored_payload(run_id: str) -> FetchResult | None:
         stored = await until_reachable(partial(store.raw_feeds.find_one, {"_id": run_id}), f"run {run_id}")
         if stored is None:
             return None
         logger.info("replaying stored payload run_id=%s", run_id)
-        return FetchResult(int(stored["httpStatus"]), zlib.decompress(stored["payload"]), Validators(), 0)
+        body = await asyncio.get_running_loop().run_in_executor(None, zlib.decompress, stored["payload"])
+        return FetchResult(int(stored["httpStatus"]), body, Validators(), 0)
 
     async def load_payload(command: dict[str, Any]) -> FetchResult:
         """The stored payload of a replayed run, else a fresh conditional fetch (stored before use)."""
@@ -128,7 +164,8 @@ def attach(pipeline: Pipeline, store: Store, session: Callable[[], aiohttp.Clien
         started = time.perf_counter()
         try:
             result = await fetch_feed(
-                session(), url,
+                url,
+                policy=policy,
                 validators=Validators(state.get("etag"), state.get("lastModified")),
                 timeout_seconds=settings.fetch_timeout_seconds,
                 max_bytes=settings.max_feed_bytes,
@@ -137,14 +174,24 @@ def attach(pipeline: Pipeline, store: Store, session: Callable[[], aiohttp.Clien
             metrics.FETCH_SECONDS.observe(time.perf_counter() - started)
         if result.not_modified:
             return result
-        compressed = zlib.compress(result.body, 6)
+        # zlib releases the GIL: compressing a 50 MB payload in a thread does not stall the event loop.
+        compressed = await asyncio.get_running_loop().run_in_executor(None, zlib.compress, result.body, 6)
         if len(compressed) <= MAX_RAW_STORED:
             raw = {"_id": run_id, "runId": run_id, "sourceUrl": url, "fetchedAt": now(), "httpStatus": result.http_status,
                    "bytes": len(result.body), "encoding": "zlib", "payload": Binary(compressed)}
-            with contextlib.suppress(DuplicateKeyError):  # stored by an earlier delivery (or try) of this command
+            try:
                 await until_reachable(partial(store.write, partial(store.raw_feeds.insert_one, raw)), f"run {run_id}")
+            except DuplicateKeyError:
+                # An earlier delivery (or try) of this command stored its payload first: publish that one,
+                # so every delivery of a run publishes the same items even if the feed changed meanwhile.
+                first = await stored_payload(run_id)
+                if first is not None:
+                    return first
         else:
+            # Not stored, so no validators either: after a crash the replay must fetch the whole feed
+            # again, not get a 304 and end "completed, 0 items" while the items were never published.
             logger.warning("raw payload too large to keep run_id=%s compressed_bytes=%d", run_id, len(compressed))
+            return result
         # Validators are remembered only after the payload is safe, so a crash cannot turn into a 304.
         validators = {"etag": result.validators.etag, "lastModified": result.validators.last_modified, "updatedAt": now()}
         await until_reachable(partial(store.write, partial(store.fetch_state.update_one, {"sourceUrl": url},
@@ -159,7 +206,8 @@ def attach(pipeline: Pipeline, store: Store, session: Callable[[], aiohttp.Clien
                 if isinstance(result, Exception):
                     # A bug or an outage outlasting the retries: the run ends failed, the pipeline goes on.
                     logger.error("run crashed run_id=%s error=%r", event.value.get("runId"), result, exc_info=result)
-                    await progress(event.value["runId"], {"type": "failed", "error": f"internal error: {result!r}"})
+                    # The details are in the worker log; import_logs is public and gets no exception repr.
+                    await progress(event.value["runId"], {"type": "failed", "error": "internal error (see the worker log)"})
             await ack_all(stream, events)
 
     pipeline.app.agent(pipeline.topics.commands, name="poller", concurrency=1)(poll)

@@ -11,4 +11,6 @@ eval "$(.venv/bin/python deploy/stack.py env)"
 export KAFKA_BOOTSTRAP_SERVERS MONGO_URL
 .venv/bin/ruff check .
 .venv/bin/mypy
+# Known vulnerabilities in the installed packages fail the run (deploy/audit_deps.py says which, and what to raise).
+.venv/bin/python deploy/audit_deps.py
 .venv/bin/python -m pytest "$@"

@@ -6,11 +6,20 @@ bytes; everything downstream (dedupe, sink, API) only ever sees the records defi
 Design notes
 ------------
 * Hostile XML is refused before the real parse: a first expat pass reads only the prolog
-  (it stops at the root element) and rejects any entity declaration. xmltodict's own
-  ``disable_entities`` guard is kept as a second line of defence.
+  (it stops at the root element) and rejects any entity declaration and any internal DTD
+  subset (``<!DOCTYPE x [...]>``: ATTLIST defaults multiply the work of every element).
+  xmltodict's own ``disable_entities`` guard is kept as a second line of defence. A second
+  expat pass without Python callbacks (C speed) checks the whole document is well-formed, so a
+  broken document fails as a whole before :func:`stream_feed` hands out any item.
 * The real parse streams items (``xmltodict.parse(item_depth=...)``): each item is
-  normalised as soon as it is closed and its dict is dropped, so a 100,000-item feed never
-  holds the whole XML tree in memory (and it is faster than building the tree).
+  normalised as soon as it is closed and handed to a callback, so a 1,000,000-item feed
+  never holds the whole XML tree (nor every item) in memory. Nesting deeper than
+  ``MAX_DEPTH`` elements is refused (each level costs memory before any item closes).
+* Everything a feed controls is bounded before work scales with it: single-line fields,
+  guids, links and dates at ``MAX_LINE_CHARS`` (an item beyond is a failed item, "item too
+  large"), descriptions at ``MAX_DESCRIPTION_CHARS``, categories at ``MAX_CATEGORIES``,
+  failure keys and reasons are clipped, and no regular expression here backtracks
+  super-linearly (``tests/unit/test_regex_budget.py`` runs every one at 100 KB).
 * Namespaces are matched by the prefixes the feed declares, not by expat's namespace
   processing: WP Job Manager binds ``job_listing:`` to the *site's own URL*, so that prefix
   is only recognisable by name; for well-known URIs (Dublin Core, content, RDF, Atom) the
@@ -25,7 +34,7 @@ import hashlib
 import html
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -44,6 +53,7 @@ __all__ = [
     "fingerprint",
     "parse_date",
     "parse_feed",
+    "stream_feed",
 ]
 
 FINGERPRINT_VERSION = "jobstream-fingerprint-v1"
@@ -60,11 +70,24 @@ _NS_RSS1 = ("http://purl.org/rss/1.0/", "http://my.netscape.com/rdf/simple/0.9/"
 # Root element local name -> feed kind.
 _KINDS = {"rss": "rss", "RDF": "rdf", "feed": "atom"}
 
-_BLANK_RE = re.compile(rb"(?:\xef\xbb\xbf)?\s*\Z")
-_HTML_RE = re.compile(
-    rb"(?:\xef\xbb\xbf)?\s*(?:<\?xml[^>]*>\s*)?(?:<!--.*?-->\s*)*<(?:!doctype\s+html|html)[\s>]",
-    re.IGNORECASE | re.DOTALL,
-)
+REFUSED_DTD = "refused: XML has an internal DTD subset (<!DOCTYPE ... [ ... ]>: declarations are not accepted)"
+REFUSED_DEPTH = "refused: elements nested deeper than {max_depth} levels"
+
+MAX_DEPTH = 100
+"""Deepest element nesting accepted (real feeds: under 20, XHTML content included)."""
+MAX_LINE_CHARS = 10_000
+"""Longest raw text of a single-line field, guid, link, category or date."""
+MAX_DESCRIPTION_CHARS = 1_000_000
+"""Longest description (a posting travels as one Kafka message and one MongoDB document)."""
+MAX_CATEGORIES = 1_000
+MAX_DATE_CHARS = 256
+"""Longer date text is not a date: parse_date returns None before any pattern runs."""
+MAX_KEY_CHARS = 500
+MAX_REASON_CHARS = 1_000
+HTML_SNIFF_BYTES = 4096
+
+_BOM = b"\xef\xbb\xbf"
+_ASCII_SPACE = b" \t\n\r\x0b\x0c"  # what a bytes regex calls \s
 _ENTITY_REF_RE = re.compile(r"&(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});")
 _MARKUP_CHARS = frozenset("<>&\"'")
 
@@ -81,11 +104,24 @@ class FeedError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class ItemFailure:
-    """One item that could not become a JobPosting; the run records it and carries on."""
+    """One item that could not become a JobPosting; the run records it and carries on.
+
+    ``key`` and ``reason`` are clipped (``MAX_KEY_CHARS``, ``MAX_REASON_CHARS``): they come
+    from the feed and end up in ``import_logs``.
+    """
 
     key: str
     reason: str
     stage: str = "normalise"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", clip(self.key, MAX_KEY_CHARS))
+        object.__setattr__(self, "reason", clip(self.reason, MAX_REASON_CHARS))
+
+
+def clip(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` characters, the cut marked with an ellipsis."""
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
 
 
 @dataclass(frozen=True, slots=True)
@@ -339,10 +375,13 @@ _ZONES = {
     "BST": 60, "CET": 60, "WEST": 60, "CEST": 120, "EET": 120, "EEST": 180, "MSK": 180,
     "JST": 540, "AEST": 600, "AEDT": 660, "NZST": 720, "NZDT": 780,
 }  # fmt: skip
+# Linear by construction: the weekday is bounded ({1,20}: an unbounded run of letters is
+# quadratic under search), and the tail's whitespace runs are never adjacent to each other
+# (``\s*(zone)?\s*\Z`` backtracks quadratically on a long run of spaces before a stray char).
 _RFC822_RE = re.compile(
-    r"(?:[A-Za-z]+,?\s*)?(\d{1,2})[\s-]+([A-Za-z]{3,9})\.?[\s-]+(\d{2,4})"
+    r"(?:[A-Za-z]{1,20},?\s*)?(\d{1,2})[\s-]+([A-Za-z]{3,9})\.?[\s-]+(\d{2,4})"
     r"(?:\s+(\d{1,2}):(\d{2})(?::(\d{2}))?(?:\.\d+)?)?"
-    r"\s*(?:([+-])(\d{2}):?(\d{2})|([A-Za-z]{1,5}))?\s*\Z"
+    r"\s*(?:(?:([+-])(\d{2}):?(\d{2})|([A-Za-z]{1,5}))\s*)?\Z"
 )
 
 
@@ -354,7 +393,7 @@ def parse_date(value: str) -> datetime | None:
     back from MongoDB hashes to the same fingerprint.
     """
     s = value.strip()
-    if not s:
+    if not s or len(s) > MAX_DATE_CHARS:
         return None
     try:
         if len(s) >= 8 and s[:4].isdigit():
@@ -434,21 +473,37 @@ class _RootReached(Exception):
     pass
 
 
+class _InternalSubset(Exception):
+    pass
+
+
+class _TooDeep(Exception):
+    pass
+
+
 def check_safe_xml(payload: bytes) -> None:
-    """Refuse XML that declares entities (billion laughs, XXE) before anything expands them.
+    """Refuse XML that declares entities (billion laughs, XXE) or has an internal DTD subset.
 
     Uses expat itself on the prolog only (it stops at the root element), so the check
     sees exactly what the real parser sees, whatever the encoding, comments or quoting.
-    Raises FeedError when entities are declared or the prolog is not well-formed.
+    Raises FeedError when entities are declared, an internal subset is present (ATTLIST
+    defaults are an amplification: every element gets the declared attributes) or the
+    prolog is not well-formed.
     """
     _read_prolog(payload)
 
 
 def _read_prolog(payload: bytes) -> tuple[str, dict[str, str]]:
-    """Return the root element's name and attributes, refusing entity declarations."""
+    """Return the root element's name and attributes, refusing entity declarations and internal subsets.
+
+    An entity declaration is reported as such (the more precise reason); any other internal
+    subset is refused when its end is reached (parsing declarations is linear; only their
+    use in the body amplifies).
+    """
     parser = expat.ParserCreate()
     parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
     root: list[tuple[str, dict[str, str]]] = []
+    subset: list[bool] = []
 
     def on_entity(*_args: Any) -> None:
         raise _EntityDeclared
@@ -456,12 +511,21 @@ def _read_prolog(payload: bytes) -> tuple[str, dict[str, str]]:
     def on_external(*_args: Any) -> int:
         raise _EntityDeclared
 
+    def on_doctype(_name: str, _system_id: str | None, _public_id: str | None, has_internal_subset: int) -> None:
+        subset.append(bool(has_internal_subset))
+
+    def on_doctype_end() -> None:
+        if any(subset):
+            raise _InternalSubset
+
     def on_start(name: str, attrs: dict[str, str]) -> None:
         root.append((name, attrs))
         raise _RootReached
 
     parser.EntityDeclHandler = on_entity
     parser.ExternalEntityRefHandler = on_external
+    parser.StartDoctypeDeclHandler = on_doctype
+    parser.EndDoctypeDeclHandler = on_doctype_end
     parser.StartElementHandler = on_start
     try:
         parser.Parse(payload, True)
@@ -469,15 +533,83 @@ def _read_prolog(payload: bytes) -> tuple[str, dict[str, str]]:
         return root[0]
     except _EntityDeclared:
         raise FeedError(REFUSED_ENTITIES) from None
+    except _InternalSubset:
+        raise FeedError(REFUSED_DTD) from None
     except expat.ExpatError as exc:
         raise _parse_error(payload, exc) from exc
+    except (LookupError, ValueError) as exc:  # the declared encoding: unknown, or multi-byte (UTF-32, UTF-7...)
+        raise FeedError(f"XML parse error: {clip(str(exc), 200)}") from exc
     raise FeedError("XML parse error: no root element")  # pragma: no cover - expat raises
 
 
+def _check_well_formed(payload: bytes) -> None:
+    """The whole document through expat with no Python callback (C speed): FeedError if broken.
+
+    Run before any item is handed out, so a truncated or otherwise broken feed fails as a
+    whole instead of after some of its items were published. Entities and internal subsets
+    were refused by the prolog check already; no external entity is ever loaded.
+    """
+    parser = expat.ParserCreate()
+    parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
+
+    def on_entity(*_args: Any) -> None:
+        raise _EntityDeclared
+
+    parser.EntityDeclHandler = on_entity  # never reached after the prolog check; a further guard
+    try:
+        parser.Parse(payload, True)
+    except _EntityDeclared:
+        raise FeedError(REFUSED_ENTITIES) from None
+    except expat.ExpatError as exc:
+        raise _parse_error(payload, exc) from exc
+
+
 def _parse_error(payload: bytes, exc: expat.ExpatError) -> FeedError:
-    if _HTML_RE.match(payload, 0, 4096):
+    if looks_like_html(payload):
         return FeedError(f"not a feed: looks like an HTML page (XML parse error: {exc})")
     return FeedError(f"XML parse error: {exc}")
+
+
+def is_blank(payload: bytes) -> bool:
+    """Nothing but an optional UTF-8 BOM and ASCII whitespace."""
+    body = payload[len(_BOM):] if payload.startswith(_BOM) else payload
+    return not body or body.isspace()
+
+
+def looks_like_html(payload: bytes) -> bool:
+    """An HTML page (``<!doctype html>`` or ``<html>``) after an optional BOM, XML declaration and comments.
+
+    Plain string scanning over the first ``HTML_SNIFF_BYTES`` bytes: linear whatever the input
+    (the regex this replaces backtracked exponentially on ``<!---->`` repeated).
+    """
+    head = payload[:HTML_SNIFF_BYTES]
+    pos = len(_BOM) if head.startswith(_BOM) else 0
+
+    def skip_space(at: int) -> int:
+        while at < len(head) and head[at] in _ASCII_SPACE:
+            at += 1
+        return at
+
+    pos = skip_space(pos)
+    if head.startswith(b"<?xml", pos):
+        end = head.find(b">", pos)
+        if end < 0:
+            return False
+        pos = skip_space(end + 1)
+    while head.startswith(b"<!--", pos):
+        end = head.find(b"-->", pos + 4)
+        if end < 0:
+            return False
+        pos = skip_space(end + 3)
+    lowered = head[pos:pos + 16].lower()
+    if lowered.startswith(b"<!doctype"):
+        after = skip_space(pos + 9)
+        return after > pos + 9 and head[after:after + 4].lower() == b"html" and _ends_tag_name(head, after + 4)
+    return lowered.startswith(b"<html") and _ends_tag_name(head, pos + 5)
+
+
+def _ends_tag_name(head: bytes, at: int) -> bool:
+    return at < len(head) and head[at] in _ASCII_SPACE + b">"
 
 
 # --------------------------------------------------------------------------- text helpers
@@ -500,8 +632,24 @@ def _text(value: Any) -> str:
     return ""
 
 
-def _line(s: str) -> str:
-    """Single-line field: HTML entities decoded once, whitespace collapsed."""
+class _TooLarge(Exception):
+    """A field of an item beyond its bound: the item fails ("item too large"), the rest go on."""
+
+    def __init__(self, field: str, size: int, limit: int, unit: str = "characters") -> None:
+        super().__init__(f"item too large: {field} has {size:,} {unit} (limit {limit:,})")
+
+
+def _bounded(field: str, s: str, limit: int = MAX_LINE_CHARS) -> str:
+    """``s`` unchanged, checked before anything runs over it."""
+    if len(s) > limit:
+        raise _TooLarge(field, len(s), limit)
+    return s
+
+
+def _line(s: str, field: str = "a text field") -> str:
+    """Single-line field: HTML entities decoded once, whitespace collapsed (bounded first)."""
+    if len(s) > MAX_LINE_CHARS:
+        raise _TooLarge(field, len(s), MAX_LINE_CHARS)
     if "&" in s:
         s = html.unescape(s)
     return " ".join(s.split())
@@ -539,6 +687,8 @@ def _markup(value: Any) -> str:
     else:
         return ""
     s = s.strip()
+    if len(s) > MAX_DESCRIPTION_CHARS:
+        raise _TooLarge("description", len(s), MAX_DESCRIPTION_CHARS)
     if "&" in s:
         s = _ENTITY_REF_RE.sub(_decode_entity, s)
     return s
@@ -558,9 +708,11 @@ def _categories(*values: Any) -> tuple[str, ...]:
                 name = raw if isinstance(raw, str) else ""
             else:
                 continue
-            name = _line(name)
+            name = _line(name, "a category")
             if name:
                 seen[name] = None
+                if len(seen) > MAX_CATEGORIES:
+                    raise _TooLarge("categories", len(seen), MAX_CATEGORIES, "entries")
     return tuple(seen)
 
 
@@ -691,9 +843,10 @@ class _Collector:
     """xmltodict streaming callback: normalises each item as soon as it is closed."""
 
     __slots__ = ("kind", "root_name", "source_url", "source_name", "keys", "title",
-                 "feed_author", "items")  # fmt: skip
+                 "feed_author", "count", "on_item")  # fmt: skip
 
-    def __init__(self, kind: str, root_name: str, source_url: str, source_name: str) -> None:
+    def __init__(self, kind: str, root_name: str, source_url: str, source_name: str,
+                 on_item: Callable[[JobPosting | ItemFailure], bool]) -> None:
         self.kind = kind
         self.root_name = root_name
         self.source_url = source_url
@@ -701,7 +854,8 @@ class _Collector:
         self.keys: _Keys | None = None
         self.title = ""
         self.feed_author = ""
-        self.items: list[JobPosting | ItemFailure] = []
+        self.count = 0
+        self.on_item = on_item
 
     def __call__(self, path: list[tuple[str, Mapping[str, str] | None]], value: Any) -> bool:
         keys = self.keys
@@ -711,14 +865,19 @@ class _Collector:
         kind = self.kind
         if name == keys.item:
             if kind != "rss" or path[1][0] == "channel":
-                self.items.append(self._normalise(value, len(self.items), keys))
+                item = self._normalise(value, self.count, keys)
+                self.count += 1
+                return self.on_item(item)
         elif name == keys.title:
             if not self.title and (kind != "rss" or path[1][0] == "channel"):
-                self.title = _line(_text(value))
+                self.title = _line(clip(_text(value), MAX_LINE_CHARS))
         elif kind == "rdf" and name == keys.channel and isinstance(value, dict):
-            self.title = self.title or _line(_text(value.get(keys.title)))
+            self.title = self.title or _line(clip(_text(value.get(keys.title)), MAX_LINE_CHARS))
         elif kind == "atom" and name == keys.author and not self.feed_author:
-            self.feed_author = _author_name(value, keys.name)
+            try:
+                self.feed_author = _author_name(value, keys.name)
+            except _TooLarge:
+                self.feed_author = ""  # an oversized feed-level author is ignored, not fatal
         return True
 
     def _normalise(self, item: Any, index: int, k: _Keys) -> JobPosting | ItemFailure:
@@ -728,6 +887,8 @@ class _Collector:
             if self.kind == "atom":
                 return self._atom(item, index, k)
             return self._rss(item, index, k)
+        except _TooLarge as exc:
+            return ItemFailure(key=_best_key(item, index, k), reason=str(exc))
         except Exception as exc:  # one bad item must never stop the rest
             return ItemFailure(
                 key=_best_key(item, index, k),
@@ -737,9 +898,9 @@ class _Collector:
     def _rss(self, item: dict[str, Any], index: int, k: _Keys) -> JobPosting | ItemFailure:
         get = item.get
         guid_value = get(k.guid)
-        external_id = _text(guid_value).strip()
-        link = _rss_link(get(k.link))
-        title = _line(_text(get(k.title)))
+        external_id = _bounded("guid", _text(guid_value)).strip()
+        link = _bounded("link", _rss_link(get(k.link)))
+        title = _line(_text(get(k.title)), "title")
         if not external_id:
             external_id = link
             if not external_id:
@@ -758,17 +919,17 @@ class _Collector:
         description = _markup(content) if content is not None else ""
         if not description:
             description = _markup(get(k.description))
-        date_text = _text(get(k.pub_date)) or _text(get(k.dc_date))
+        date_text = _bounded("date", _text(get(k.pub_date)) or _text(get(k.dc_date)))
         return JobPosting.build(
             source_url=self.source_url,
             source_name=self.source_name,
             external_id=external_id,
             title=title,
-            company=_line(_text(get(k.jl_company))) or _line(_text(get(k.dc_creator))),
-            location=_line(_text(get(k.jl_location))),
-            job_type=_line(_text(get(k.jl_job_type))),
+            company=_line(_text(get(k.jl_company)), "company") or _line(_text(get(k.dc_creator)), "company"),
+            location=_line(_text(get(k.jl_location)), "location"),
+            job_type=_line(_text(get(k.jl_job_type)), "jobType"),
             categories=_categories(get(k.category), get(k.dc_subject)),
-            region=_line(_text(get(k.jl_region))),
+            region=_line(_text(get(k.jl_region)), "region"),
             url=link,
             description=description,
             published_at=parse_date(date_text) if date_text else None,
@@ -776,9 +937,9 @@ class _Collector:
 
     def _atom(self, entry: dict[str, Any], index: int, k: _Keys) -> JobPosting | ItemFailure:
         get = entry.get
-        link = _atom_link(get(k.link))
-        external_id = _text(get(k.id)).strip() or link
-        title = _line(_text(get(k.title)))
+        link = _bounded("link", _atom_link(get(k.link)))
+        external_id = _bounded("guid", _text(get(k.id))).strip() or link
+        title = _line(_text(get(k.title)), "title")
         if not external_id:
             return ItemFailure(key=title or f"item[{index}]", reason="missing guid and link")
         content = get(k.content)
@@ -787,15 +948,15 @@ class _Collector:
             description = _markup(get(k.summary))
         published = None
         for key in (k.published, k.updated, k.issued, k.modified, k.dc_date):
-            text = _text(get(key))
+            text = _bounded("date", _text(get(key)))
             if text:
                 published = parse_date(text)
                 if published is not None:
                     break
         company = (
-            _line(_text(get(k.jl_company)))
+            _line(_text(get(k.jl_company)), "company")
             or _author_name(get(k.author), k.name)
-            or _line(_text(get(k.dc_creator)))
+            or _line(_text(get(k.dc_creator)), "company")
             or self.feed_author
         )
         return JobPosting.build(
@@ -804,10 +965,10 @@ class _Collector:
             external_id=external_id,
             title=title,
             company=company,
-            location=_line(_text(get(k.jl_location))),
-            job_type=_line(_text(get(k.jl_job_type))),
+            location=_line(_text(get(k.jl_location)), "location"),
+            job_type=_line(_text(get(k.jl_job_type)), "jobType"),
             categories=_categories(get(k.category), get(k.dc_subject)),
-            region=_line(_text(get(k.jl_region))),
+            region=_line(_text(get(k.jl_region)), "region"),
             url=link or (external_id if _is_url(external_id) else ""),
             description=description,
             published_at=published,
@@ -817,9 +978,9 @@ class _Collector:
 def _author_name(value: Any, name_key: str) -> str:
     for v in value if isinstance(value, list) else (value,):
         if isinstance(v, dict):
-            name = _line(_text(v.get(name_key)))
+            name = _line(_text(v.get(name_key)), "author")
         else:
-            name = _line(_text(v))
+            name = _line(_text(v), "author")
         if name:
             return name
     return ""
@@ -839,34 +1000,109 @@ def _best_key(item: Mapping[str, Any], index: int, k: _Keys) -> str:
     return f"item[{index}]"
 
 
-def parse_feed(payload: bytes, source_url: str, source_name: str = "") -> ParsedFeed:
-    """Parse RSS 2.0, Atom 1.0 or RSS 1.0/RDF bytes into normalised postings.
+class _DepthLimitedExpat:
+    """Stands in for the expat module in ``xmltodict.parse``: its parsers refuse deep nesting.
 
-    Bytes (not str) so the encoding declared in the XML prolog (or a BOM) is honoured.
-    Raises FeedError when the document as a whole is unusable; a bad item only becomes an
-    ItemFailure in ``items`` and never stops the others.
+    xmltodict keeps one dict (and a stack entry) per open element, so a document of nested
+    ``<a>`` costs memory per level before any item closes; past ``MAX_DEPTH`` the parse stops.
     """
-    if _BLANK_RE.match(payload):
+
+    @staticmethod
+    def ParserCreate(encoding: str | None = None, namespace_separator: str | None = None) -> Any:  # noqa: N802
+        return _DepthLimitedParser(expat.ParserCreate(encoding, namespace_separator))
+
+
+class _DepthLimitedParser:
+    """An expat parser whose element handlers count the depth (everything else is passed through)."""
+
+    def __init__(self, parser: Any) -> None:
+        object.__setattr__(self, "_parser", parser)
+        object.__setattr__(self, "_depth", [0])
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        depth = self._depth
+        if name == "StartElementHandler":
+            start = value
+
+            def on_start(tag: str, attrs: Any) -> None:
+                depth[0] += 1
+                if depth[0] > MAX_DEPTH:
+                    raise _TooDeep
+                start(tag, attrs)
+
+            value = on_start
+        elif name == "EndElementHandler":
+            end = value
+
+            def on_end(tag: str) -> None:
+                depth[0] -= 1
+                end(tag)
+
+            value = on_end
+        setattr(self._parser, name, value)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._parser, name)
+
+
+def stream_feed(
+    payload: bytes,
+    source_url: str,
+    source_name: str,
+    on_item: Callable[[JobPosting | ItemFailure], bool],
+) -> tuple[str, str]:
+    """Parse RSS 2.0, Atom 1.0 or RSS 1.0/RDF bytes, handing each item to ``on_item`` as it closes.
+
+    Returns ``(kind, title)``. ``on_item`` returns False to stop reading (a cap on items).
+    Raises FeedError before the first item when the document as a whole is unusable (hostile,
+    broken, not a feed); after items were handed out only when nesting passes ``MAX_DEPTH``.
+    A bad item only becomes an ItemFailure and never stops the others.
+    """
+    if is_blank(payload):
         raise FeedError("empty body")
     root_name, _attrs = _read_prolog(payload)
     local = root_name.rpartition(":")[2]
     kind = _KINDS.get(local)
     if kind is None:
         hint = " (an HTML page, not a feed)" if local.lower() == "html" else ""
-        raise FeedError(f"not a feed: root element <{root_name}>{hint}")
-    collector = _Collector(kind, root_name, source_url, source_name)
+        raise FeedError(f"not a feed: root element <{clip(root_name, 100)}>{hint}")
+    _check_well_formed(payload)
+    collector = _Collector(kind, root_name, source_url, source_name, on_item)
     try:
         xmltodict.parse(
             payload,
+            expat=_DepthLimitedExpat,
             disable_entities=True,
             process_namespaces=False,
             item_depth=3 if kind == "rss" else 2,
             item_callback=collector,
         )
+    except xmltodict.ParsingInterrupted:
+        pass  # on_item asked to stop
+    except _TooDeep:
+        raise FeedError(REFUSED_DEPTH.format(max_depth=MAX_DEPTH)) from None
     except expat.ExpatError as exc:
         raise _parse_error(payload, exc) from exc
     except ValueError as exc:
         if str(exc) != _XMLTODICT_ENTITY_GUARD:
             raise
         raise FeedError(REFUSED_ENTITIES) from exc  # the second line of defence fired
-    return ParsedFeed(kind=kind, title=collector.title, items=collector.items)
+    return kind, collector.title
+
+
+def parse_feed(payload: bytes, source_url: str, source_name: str = "") -> ParsedFeed:
+    """Parse RSS 2.0, Atom 1.0 or RSS 1.0/RDF bytes into normalised postings (all in memory).
+
+    Bytes (not str) so the encoding declared in the XML prolog (or a BOM) is honoured.
+    Raises FeedError when the document as a whole is unusable; a bad item only becomes an
+    ItemFailure in ``items`` and never stops the others. The worker streams instead
+    (:func:`stream_feed` in a parse process, ``agents/parsing.py``).
+    """
+    items: list[JobPosting | ItemFailure] = []
+
+    def keep(item: JobPosting | ItemFailure) -> bool:
+        items.append(item)
+        return True
+
+    kind, title = stream_feed(payload, source_url, source_name, keep)
+    return ParsedFeed(kind=kind, title=title, items=items)

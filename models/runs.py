@@ -164,6 +164,8 @@ def fold(state: dict[str, Any] | None, event: Mapping[str, Any], max_failures_ke
         if not run["announced"]:
             _announce(run, int(event["totalFetched"]))
             run["meta"].update(event.get("meta", {}))
+            if event.get("error"):  # why the feed was cut short (a partial run keeps the items before)
+                run["error"] = clip(event["error"], MAX_ERROR_TEXT)
             _account(run, [(f["seq"], "failed", f) for f in event.get("failures", [])], max_failures_kept)
     elif kind == "outcomes":
         added = _account(run, [(item["seq"], item["outcome"], item) for item in event["items"]], max_failures_kept)

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from models.egress import parse_networks, parse_ports
+
 LOCAL_KAFKA = "127.0.0.1:9092"
 LOCAL_MONGO = "mongodb://127.0.0.1:27017"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -45,6 +47,7 @@ class Settings:
     worker_metrics_port: int = 9464
     run_timeout_seconds: float = 900.0
     repair_after_seconds: float = 60.0
+    runs_retention_hours: float = 48.0  # finished runs leave the stats table after this (import_logs keeps them)
     import_on_start: bool = True
     # The store: the most statements one write command carries (FerretDB 1.24 as shipped wedges at
     # 100), how many write commands one process has in flight, and deadlines of one store call.
@@ -57,6 +60,8 @@ class Settings:
     fetch_allow_ports: str = "80,443"
     parse_timeout_seconds: float = 120.0
     max_items_per_feed: int = 1_000_000
+    # How often the worker logs the largest event-loop lag it measured (and sets its gauge).
+    loop_lag_report_seconds: float = 30.0
 
     def topic(self, name: str) -> str:
         """The full Kafka topic name of a SPEC §4 topic (``jobs.parsed`` → ``jobstream.jobs.parsed``)."""
@@ -116,6 +121,7 @@ class Settings:
             "RAW_FEED_RETENTION_DAYS": self.raw_feed_retention_days,
             "RUN_TIMEOUT_SECONDS": self.run_timeout_seconds,
             "REPAIR_AFTER_SECONDS": self.repair_after_seconds,
+            "RUNS_RETENTION_HOURS": self.runs_retention_hours,
             "MONGO_WRITE_BATCH": self.mongo_write_batch,
             "MONGO_MAX_INFLIGHT_WRITES": self.mongo_max_inflight_writes,
             "MONGO_TIMEOUT_SECONDS": self.mongo_timeout_seconds,
@@ -133,6 +139,13 @@ class Settings:
             found.append(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
         if not self.table_store.startswith(("memory://", "rocksdb://")):
             found.append(f"TABLE_STORE must be memory:// or rocksdb://, got {self.table_store!r}")
+        for parse, value in ((parse_networks, self.fetch_allow_networks), (parse_ports, self.fetch_allow_ports)):
+            try:
+                parse(value)
+            except ValueError as exc:
+                found.append(str(exc))
+        if self.loop_lag_report_seconds <= 0:
+            found.append(f"LOOP_LAG_REPORT_SECONDS must be > 0, got {self.loop_lag_report_seconds}")
         return found
 
 

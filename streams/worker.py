@@ -7,12 +7,12 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-import aiohttp
 import faust
 from prometheus_client import start_http_server
 
 import agents
 from agents import metrics
+from agents.parsing import ParserPool, default_processes
 from models.registry import RegistryError, parse_feeds_file
 from streams.app import consumer_lag, create_pipeline
 from streams.settings import Settings
@@ -27,14 +27,10 @@ def run_worker(settings: Settings) -> None:
     asyncio.run(ensure_topics(settings))
     pipeline = create_pipeline(settings)
     store = Store(settings)
-    http: list[aiohttp.ClientSession] = []
-
-    def session() -> aiohttp.ClientSession:
-        if not http:
-            http.append(aiohttp.ClientSession(auto_decompress=True))
-        return http[0]
-
-    agents.attach_all(pipeline, store, session)
+    # No process starts here: the first feed to parse starts the first parse process.
+    parsers = ParserPool(processes=default_processes(), timeout_seconds=settings.parse_timeout_seconds,
+                         max_items=settings.max_items_per_feed)
+    agents.attach_all(pipeline, store, parsers)
 
     async def prepare_store() -> None:
         """Retried with back-off while MongoDB is away or slow (both steps are idempotent)."""
@@ -47,15 +43,18 @@ def run_worker(settings: Settings) -> None:
         await until_reachable(store.backfill_job_search, "job_search backfill")
 
     async def close_clients(app: faust.App, **_: Any) -> None:
-        if http:
-            await http[0].close()
+        await parsers.close()
         await store.close()
+
+    async def watch_event_loop_lag() -> None:
+        await metrics.watch_event_loop_lag(settings.loop_lag_report_seconds)
 
     async def observe_consumer_lag() -> None:
         for tp, lag in (await consumer_lag(pipeline.app, settings.topic_prefix)).items():
             metrics.CONSUMER_LAG.labels(topic=tp.topic, partition=str(tp.partition)).set(lag)
 
     pipeline.app.task(prepare_store)
+    pipeline.app.task(watch_event_loop_lag)
     pipeline.app.timer(10.0, name="observe_consumer_lag")(observe_consumer_lag)
     pipeline.app.on_before_shutdown.connect(close_clients)  # type: ignore[arg-type]  # faust's signal types are too narrow
 

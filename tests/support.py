@@ -51,6 +51,10 @@ def isolated_env(kafka: str, mongo_url: str, unique: str, workdir: Path, **overr
         "LOG_LEVEL": "INFO",
         "IMPORT_ON_START": "false",
         "REPAIR_AFTER_SECONDS": "15",
+        # The feed servers of the tests listen on 127.0.0.1 with a random port: the egress policy
+        # refuses both by default.
+        "FETCH_ALLOW_NETWORKS": "127.0.0.0/8",
+        "FETCH_ALLOW_PORTS": "80,443,1024-65535",
     }
     env.update(overrides)
     return env

@@ -6,13 +6,14 @@ import asyncio
 import gzip
 from collections.abc import AsyncIterator
 
-import aiohttp
 import pytest
 from aiohttp import web
 
 from agents.fetch import FetchError, FetchResult, Validators, fetch_feed
+from models.egress import EgressPolicy
 
 BODY = b"<rss><channel><title>t</title></channel></rss>"
+LOCAL = EgressPolicy.from_settings("127.0.0.0/8", "1-65535")  # these servers listen on 127.0.0.1, random ports
 
 
 class Server:
@@ -66,9 +67,8 @@ async def server() -> AsyncIterator[Server]:
 
 
 async def fetch(url: str, validators: Validators | None = None, max_bytes: int = 200_000, timeout: float = 5.0) -> FetchResult:
-    async with aiohttp.ClientSession() as session:
-        return await fetch_feed(session, url, validators=validators or Validators(), timeout_seconds=timeout, max_bytes=max_bytes,
-                                backoff_seconds=0.01)
+    return await fetch_feed(url, policy=LOCAL, validators=validators or Validators(), timeout_seconds=timeout,
+                            max_bytes=max_bytes, backoff_seconds=0.01)
 
 
 async def test_conditional_get_remembers_validators_and_gets_304(server: Server) -> None:

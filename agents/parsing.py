@@ -1,0 +1,246 @@
+"""Feed parsing off the worker's event loop and core: a small pool of parse processes with a deadline.
+
+A hostile or huge feed costs the worker nothing but waiting: the parse runs in a child process
+(``agents/parse_child.py``), which streams normalised items back in chunks of a few hundred
+(``models/feedstream.py``) while it parses; the poller publishes each chunk as it arrives, so
+no process holds a whole big feed's items. The worker only reads the pipe (asyncio, no thread).
+
+* Deadline: ``PARSE_TIMEOUT_SECONDS`` bounds the time the worker spends *waiting for the parser*
+  (sending the job, waiting for each chunk and the end). Time the worker spends publishing a
+  chunk does not count (the child parses ahead meanwhile, until the pipe is full), so a big
+  feed is not cut short by a slow broker. Past the deadline the child is killed and replaced.
+* Pool: at most ``processes`` children; a free one is reused for the next feed, a killed or
+  broken one is replaced on demand. Nothing starts at import or construction: the first
+  parse starts the first child. :meth:`ParserPool.close` kills them all (the worker calls it on
+  shutdown), and each child also dies with the worker (``PR_SET_PDEATHSIG``) if it is killed.
+
+Protocol on the pipes: frames of ``kind`` (1 byte) + body length (4 bytes, big-endian) + body.
+Worker → child: ``J`` ``marshal((source_url, source_name, max_items, only, payload))``.
+Child → worker: ``C`` a chunk, ``E`` the summary (the end), ``F`` a feed error (its message,
+for ``import_logs``), ``X`` an internal error (logged; the child exits).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import marshal
+import os
+import sys
+from collections.abc import AsyncIterator, Awaitable, Collection
+from typing import BinaryIO, TypeVar
+
+from models.feed import FeedError
+from models.feedstream import FeedSummary, Row, decode_chunk, decode_summary
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+JOB, CHUNK, END, FAILED, ERROR = b"J", b"C", b"E", b"F", b"X"
+HEADER_BYTES = 5
+MAX_FRAME_BYTES = 2**32 - 1
+READ_LIMIT = 1024 * 1024  # the asyncio reader's buffer: a few chunks in flight per child
+
+
+def default_processes() -> int:
+    """Parse processes per worker: one per core, at most as many as the poller runs feeds at once (4)."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+class ParseFailed(Exception):
+    """The parse did not finish (deadline, crash, or a refusal after items were handed out).
+
+    ``str()`` is the reason for ``import_logs``; ``handed_out`` is how many items the chunks
+    received before it covered (those were published and are kept).
+    """
+
+    def __init__(self, message: str, handed_out: int = 0, waited: float = 0.0) -> None:
+        super().__init__(message)
+        self.handed_out = handed_out
+        self.waited = waited
+
+
+def frame(kind: bytes, body: bytes) -> bytes:
+    if len(body) > MAX_FRAME_BYTES:
+        raise ValueError(f"frame body too large: {len(body)} bytes")
+    return kind + len(body).to_bytes(4, "big") + body
+
+
+def write_frame(out: BinaryIO, kind: bytes, body: bytes) -> None:
+    out.write(frame(kind, body))
+
+
+def read_frame(source: BinaryIO) -> tuple[bytes, bytes] | None:
+    """The next frame from a blocking stream, or None at a clean end of stream."""
+    header = source.read(HEADER_BYTES)
+    if not header:
+        return None
+    if len(header) != HEADER_BYTES:
+        raise EOFError("truncated frame header")
+    size = int.from_bytes(header[1:], "big")
+    body = source.read(size)
+    if len(body) != size:
+        raise EOFError("truncated frame body")
+    return header[:1], body
+
+
+class _Child:
+    """One parse process and its pipes."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+        assert process.stdin is not None and process.stdout is not None  # noqa: S101 - created with PIPE
+        self.stdin = process.stdin
+        self.stdout = process.stdout
+
+    @property
+    def alive(self) -> bool:
+        return self.process.returncode is None
+
+    async def kill(self) -> None:
+        if self.alive:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.kill()
+        await self.process.wait()
+
+
+class ParseJob:
+    """One feed being parsed: iterate for chunks of rows; ``summary`` is set once it ended well.
+
+    Iteration raises :class:`models.feed.FeedError` when the feed is unusable before any item
+    (a clean failure with its reason) and :class:`ParseFailed` when the parser missed its
+    deadline, died, or refused the document after some items were handed out.
+    ``handed_out`` is how many items (sequence numbers) the chunks so far covered.
+    """
+
+    def __init__(self, child: _Child, timeout_seconds: float) -> None:
+        self._child = child
+        self._timeout_seconds = timeout_seconds
+        self.summary: FeedSummary | None = None
+        self.handed_out = 0
+        self.finished = False  # the child answered to the end and can take another job
+        self.waited = 0.0
+
+    async def _timed(self, step: Awaitable[T]) -> T:
+        """Await a pipe operation against what is left of the deadline; the time spent is charged to it."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            async with asyncio.timeout(max(0.0, self._timeout_seconds - self.waited)):
+                return await step
+        except TimeoutError:
+            raise ParseFailed(f"parse timed out after {self._timeout_seconds:g}s (PARSE_TIMEOUT_SECONDS)",
+                              self.handed_out, self._timeout_seconds) from None
+        except (asyncio.IncompleteReadError, ConnectionError) as exc:
+            process = self._child.process
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await process.wait()
+            raise ParseFailed(f"parser process died (exit code {process.returncode})", self.handed_out, self.waited) from exc
+        finally:
+            self.waited += loop.time() - started
+
+    async def _read(self) -> tuple[bytes, bytes]:
+        header = await self._timed(self._child.stdout.readexactly(HEADER_BYTES))
+        size = int.from_bytes(header[1:], "big")
+        body = await self._timed(self._child.stdout.readexactly(size)) if size else b""
+        return header[:1], body
+
+    async def send(self, body: bytes) -> None:
+        self._child.stdin.write(frame(JOB, body))
+        await self._timed(self._child.stdin.drain())
+
+    def __aiter__(self) -> AsyncIterator[list[Row]]:
+        return self._chunks()
+
+    async def _chunks(self) -> AsyncIterator[list[Row]]:
+        while True:
+            kind, body = await self._read()
+            if kind == CHUNK:
+                self.handed_out, rows = decode_chunk(body)
+                yield rows
+            elif kind == END:
+                self.summary = decode_summary(body)
+                self.finished = True
+                return
+            elif kind == FAILED:
+                self.finished = True
+                message = body.decode("utf-8", "replace")
+                if self.handed_out:  # refused after items went out (nesting too deep): they are kept
+                    raise ParseFailed(message, self.handed_out, self.waited)
+                raise FeedError(message)
+            else:
+                logger.error("parse process error: %s", body[:2000].decode("utf-8", "replace"))
+                raise ParseFailed("parser failed (internal error, see the worker log)", self.handed_out, self.waited)
+
+
+class ParserPool:
+    """At most ``processes`` parse processes, each parsing one feed at a time under a deadline."""
+
+    def __init__(self, *, processes: int, timeout_seconds: float, max_items: int) -> None:
+        self.processes = processes
+        self.timeout_seconds = timeout_seconds
+        self.max_items = max_items
+        self._idle: list[_Child] = []
+        self._children: set[_Child] = set()
+        self._slots: asyncio.Semaphore | None = None  # made on first use, inside the running loop
+        self._closed = False
+
+    def pids(self) -> list[int]:
+        """Process ids of the live parse processes (for tests and diagnostics)."""
+        return sorted(child.process.pid for child in self._children if child.alive)
+
+    async def _spawn(self) -> _Child:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "agents.parse_child", str(os.getpid()),
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=READ_LIMIT,
+        )
+        child = _Child(process)
+        self._children.add(child)
+        logger.info("parse process started pid=%d", process.pid)
+        return child
+
+    @contextlib.asynccontextmanager
+    async def parse(
+        self, payload: bytes, source_url: str, source_name: str, only: Collection[int] | None = None
+    ) -> AsyncIterator[ParseJob]:
+        """A parse of one feed in a child process; the child is killed if the job does not end well."""
+        if self._closed:
+            raise ParseFailed("parser pool is closed (worker stopping)")
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.processes)
+        async with self._slots:
+            if self._closed:  # closed while this job waited for a free process
+                raise ParseFailed("parser pool is closed (worker stopping)")
+            child = None
+            while self._idle and child is None:
+                candidate = self._idle.pop()
+                child = candidate if candidate.alive else None
+            child = child or await self._spawn()
+            job = ParseJob(child, self.timeout_seconds)
+            try:
+                body = marshal.dumps((source_url, source_name, self.max_items,
+                                      frozenset(only) if only is not None else None, payload))
+                await job.send(body)
+                yield job
+            finally:
+                if job.finished and child.alive and not self._closed:
+                    self._idle.append(child)
+                else:
+                    if child.alive:
+                        logger.warning("parse process killed pid=%d url=%s", child.process.pid, source_url)
+                    await child.kill()
+                    self._children.discard(child)
+
+    async def close(self) -> None:
+        """Kill every parse process and wait for each (the worker is stopping)."""
+        self._closed = True
+        children = list(self._children)
+        self._idle.clear()
+        self._children.clear()
+        for child in children:
+            child.stdin.close()
+        await asyncio.gather(*(child.kill() for child in children), return_exceptions=True)
+        if children:
+            logger.info("parse processes stopped count=%d", len(children))

@@ -1,0 +1,141 @@
+"""One feed's parse as a stream of compact chunks: what a parse process sends the worker.
+
+Pure code (the clock and the output are passed in). The parse process (``agents/parse_child.py``)
+runs :func:`parse_in_chunks`, which hands each chunk of a few hundred normalised items to
+``emit`` as bytes while the parse goes on; the worker decodes each with :func:`decode_chunk` and
+publishes it before the next arrives, so neither process ever holds a whole big feed's items.
+
+Encoding: ``marshal`` (stdlib, a few µs per posting both ways, and interned dict keys are written
+once per chunk) of ``(FORMAT, handed_out, rows)``. A posting row is ``(seq, document)``, the
+document in ``jobs.parsed``'s JSON shape (:func:`models.postings.posting_json`, so its fields,
+dedupe key and fingerprint are exactly those of :func:`models.feed.parse_feed`); a failure row
+is ``(seq, key, reason, stage)``. ``handed_out`` counts the items parsed so far, failures and
+rows left out by ``only`` included. Both ends are this same program, so marshal's lack of
+validation is no trust boundary: it carries no code, only tuples, dicts and strings.
+"""
+
+from __future__ import annotations
+
+import marshal
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from typing import Any
+
+from models.feed import ItemFailure, JobPosting, stream_feed
+from models.postings import posting_json
+from models.runs import clip
+
+__all__ = [
+    "FeedSummary",
+    "Row",
+    "decode_chunk",
+    "decode_summary",
+    "encode_summary",
+    "items_cap_reason",
+    "parse_in_chunks",
+    "tail_failure",
+]
+
+FORMAT = 1
+CHUNK_ITEMS = 500
+CHUNK_CHARS = 1_000_000  # flush earlier when descriptions are large: a chunk stays a few MB at most
+FLUSH_SECONDS = 0.5  # and when items come slowly, so the worker sees progress (and the deadline sees it)
+
+Row = tuple[Any, ...]
+"""``(seq, document)`` for a posting, ``(seq, key, reason, stage)`` for a failed item."""
+
+
+@dataclass(frozen=True, slots=True)
+class FeedSummary:
+    """How a parse ended: feed kind and title, items handed out, and why it stopped early (if it did)."""
+
+    kind: str
+    title: str
+    items: int
+    stopped: str | None = None
+
+
+def items_cap_reason(max_items: int) -> str:
+    return f"feed has more than {max_items:,} items (MAX_ITEMS_PER_FEED): the rest were not imported"
+
+
+def parse_in_chunks(
+    payload: bytes,
+    source_url: str,
+    source_name: str,
+    *,
+    max_items: int,
+    emit: Callable[[bytes], None],
+    clock: Callable[[], float],
+    only: Collection[int] | None = None,
+    chunk_items: int = CHUNK_ITEMS,
+    chunk_chars: int = CHUNK_CHARS,
+    flush_seconds: float = FLUSH_SECONDS,
+) -> FeedSummary:
+    """Parse ``payload`` and ``emit`` its items in encoded chunks; stop after ``max_items`` items.
+
+    ``only`` keeps just those sequence numbers (a repair republishes a few items). Raises
+    :class:`models.feed.FeedError` like :func:`models.feed.stream_feed`; chunks emitted before
+    such an error stay valid (items are handed out only once the whole document is known to be
+    well-formed, so this happens only for nesting deeper than ``MAX_DEPTH``).
+    """
+    rows: list[Row] = []
+    count = chars = 0
+    last_flush = clock()
+    stopped: str | None = None
+
+    def flush() -> None:
+        nonlocal chars, last_flush
+        if rows:
+            emit(marshal.dumps((FORMAT, count, rows)))
+            rows.clear()
+        chars, last_flush = 0, clock()
+
+    def on_item(item: JobPosting | ItemFailure) -> bool:
+        nonlocal count, chars, stopped
+        seq = count
+        if seq >= max_items:
+            stopped = items_cap_reason(max_items)
+            return False
+        count = seq + 1
+        if only is None or seq in only:
+            if isinstance(item, JobPosting):
+                rows.append((seq, posting_json(item)))
+                chars += len(item.description) + len(item.title) + 200
+            else:
+                rows.append((seq, item.key, item.reason, item.stage))
+        if len(rows) >= chunk_items or chars >= chunk_chars or clock() - last_flush >= flush_seconds:
+            flush()
+        return True
+
+    try:
+        kind, title = stream_feed(payload, source_url, source_name, on_item)
+    finally:
+        flush()
+    return FeedSummary(kind, title, count, stopped)
+
+
+def decode_chunk(data: bytes) -> tuple[int, list[Row]]:
+    """``(handed_out, rows)`` of one chunk; ValueError if it is not one."""
+    decoded = marshal.loads(data)  # noqa: S302 - written by our own parse process (module docstring)
+    if not (isinstance(decoded, tuple) and len(decoded) == 3 and decoded[0] == FORMAT
+            and isinstance(decoded[1], int) and isinstance(decoded[2], list)):
+        raise ValueError("not a parse chunk of this version")
+    return decoded[1], decoded[2]
+
+
+def encode_summary(summary: FeedSummary) -> bytes:
+    return marshal.dumps((FORMAT, summary.kind, summary.title, summary.items, summary.stopped))
+
+
+def decode_summary(data: bytes) -> FeedSummary:
+    decoded = marshal.loads(data)  # noqa: S302 - written by our own parse process (module docstring)
+    if not (isinstance(decoded, tuple) and len(decoded) == 5 and decoded[0] == FORMAT):
+        raise ValueError("not a parse summary of this version")
+    _, kind, title, items, stopped = decoded
+    return FeedSummary(str(kind), str(title), int(items), None if stopped is None else str(stopped))
+
+
+def tail_failure(seq: int, reason: str) -> dict[str, Any]:
+    """The failed item that stands for the unread rest of a feed (cap, deadline, parser death)."""
+    return {"seq": seq, "outcome": "failed", "key": f"item[{seq}]", "reason": clip(reason), "stage": "parse"}

@@ -1,0 +1,219 @@
+"""The parse process pool for real: streaming, deadline, crash, reuse, shutdown, no orphans."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from agents.parsing import ParseFailed, ParserPool
+from models.feed import FeedError, ItemFailure, JobPosting, parse_feed
+from models.feedstream import Row
+from models.postings import posting_json
+
+REPO = Path(__file__).resolve().parents[2]
+FEEDS = REPO.parent / "shared" / "feeds"
+SRC = "https://feeds.example/jobs.xml"
+
+
+def big_feed(n: int) -> bytes:
+    item = ("<item><title>Engineer {i}</title><guid>g-{i}</guid><description>&lt;p&gt;Job&lt;/p&gt; {i}</description>"
+            "<category>A</category><pubDate>Mon, 06 Jan 2025 10:00:00 +0000</pubDate></item>")
+    return ('<rss version="2.0"><channel><title>Big</title>' + "".join(item.format(i=i) for i in range(n))
+            + "</channel></rss>").encode()
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan reaped late by init is dead for our purpose)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
+
+
+async def collect(pool: ParserPool, payload: bytes, **kwargs: object) -> tuple[list[Row], object, int]:
+    rows: list[Row] = []
+    async with pool.parse(payload, SRC, "Example", **kwargs) as job:  # type: ignore[arg-type]
+        async for chunk in job:
+            rows.extend(chunk)
+    return rows, job.summary, job.handed_out
+
+
+@pytest.fixture
+async def pool() -> ParserPool:
+    return ParserPool(processes=2, timeout_seconds=30.0, max_items=1_000_000)
+
+
+async def test_a_feed_parsed_in_a_process_is_exactly_parse_feed(pool: ParserPool) -> None:
+    payload = (FEEDS / "wp-job-manager.rss.xml").read_bytes()
+    try:
+        rows, summary, handed_out = await collect(pool, payload)
+        expected: list[Row] = []
+        for seq, item in enumerate(parse_feed(payload, SRC, "Example").items):
+            expected.append((seq, posting_json(item)) if isinstance(item, JobPosting)
+                            else (seq, item.key, item.reason, item.stage) if isinstance(item, ItemFailure) else ())
+        assert rows == expected and handed_out == len(expected) == 40
+        first = pool.pids()
+        assert len(first) == 1
+        await collect(pool, payload)
+        assert pool.pids() == first, "a child that finished cleanly is reused"
+    finally:
+        await pool.close()
+    assert not any(running(pid) for pid in first)
+
+
+async def test_a_feed_error_is_clean_and_keeps_the_child(pool: ParserPool) -> None:
+    try:
+        for payload, message in ((b"", "empty body"), (b"<!---->" * 20_000 + b"<rss>", "XML parse error: no element found"),
+                                 (b'<!DOCTYPE rss [<!ATTLIST item a CDATA "x">]><rss/>', "refused: XML has an internal DTD subset")):
+            with pytest.raises(FeedError, match=f"^{message}"):
+                await collect(pool, payload)
+        assert len(pool.pids()) == 1
+    finally:
+        await pool.close()
+
+
+async def test_the_deadline_kills_the_parse_and_a_fresh_child_takes_the_next_feed() -> None:
+    pool = ParserPool(processes=1, timeout_seconds=0.5, max_items=1_000_000)
+    try:
+        await collect(pool, big_feed(10))
+        [pid] = pool.pids()
+        started = time.monotonic()
+        with pytest.raises(ParseFailed, match=r"^parse timed out after 0.5s \(PARSE_TIMEOUT_SECONDS\)$") as info:
+            await collect(pool, big_feed(300_000))  # about 10 s of parsing
+        assert time.monotonic() - started < 3.0
+        assert info.value.handed_out % 500 == 0  # whole chunks only: what was received, was published
+        assert not running(pid) and pool.pids() == []
+        rows, _, _ = await collect(pool, big_feed(10))
+        assert len(rows) == 10 and pool.pids() != [pid]
+    finally:
+        await pool.close()
+
+
+async def test_time_spent_by_the_consumer_is_not_charged_to_the_deadline() -> None:
+    """A slow publisher does not make a big feed time out: only waiting for the parser counts."""
+    pool = ParserPool(processes=1, timeout_seconds=3.0, max_items=1_000_000)
+    try:
+        async with pool.parse(big_feed(20_000), SRC, "") as job:
+            async for _chunk in job:
+                await asyncio.sleep(0.1)  # 40 chunks: 4 s of "publishing", more than the deadline
+        assert job.summary is not None and job.summary.items == 20_000 and job.waited < 3.0
+    finally:
+        await pool.close()
+
+
+async def test_a_child_that_dies_is_reported_and_replaced() -> None:
+    pool = ParserPool(processes=1, timeout_seconds=30.0, max_items=1_000_000)
+    try:
+        with pytest.raises(ParseFailed, match=r"^parser process died \(exit code -9\)$"):
+            async with pool.parse(big_feed(300_000), SRC, "") as job:
+                async for _chunk in job:
+                    os.kill(pool.pids()[0], signal.SIGKILL)
+        rows, _, _ = await collect(pool, big_feed(3))
+        assert len(rows) == 3
+    finally:
+        await pool.close()
+
+
+async def test_the_cap_and_the_event_loop_while_a_big_feed_parses() -> None:
+    pool = ParserPool(processes=1, timeout_seconds=60.0, max_items=50_000)
+    lags: list[float] = []
+    stop = asyncio.Event()
+
+    async def watch() -> None:
+        loop = asyncio.get_running_loop()
+        while not stop.is_set():
+            due = loop.time() + 0.01
+            await asyncio.sleep(0.01)
+            lags.append(loop.time() - due)
+
+    payload = big_feed(60_000)
+    watcher = asyncio.create_task(watch())
+    try:
+        rows, summary, handed_out = await collect(pool, payload)
+    finally:
+        stop.set()
+        await watcher
+        await pool.close()
+    assert len(rows) == handed_out == 50_000
+    assert summary is not None and "more than 50,000 items (MAX_ITEMS_PER_FEED)" in str(summary.stopped)  # type: ignore[attr-defined]
+    print(f"max event-loop lag while parsing 50,000 items in a child: {max(lags) * 1000:.1f} ms")
+    assert max(lags) < 0.25  # measured 40-100 ms (garbage collection of the parent's heap, not parsing)
+
+
+async def test_the_pool_is_bounded_and_close_kills_every_child() -> None:
+    pool = ParserPool(processes=2, timeout_seconds=30.0, max_items=1_000_000)
+    seen: set[int] = set()
+
+    async def one() -> None:
+        async with pool.parse(big_feed(30_000), SRC, "") as job:
+            async for _chunk in job:
+                seen.update(pool.pids())
+                assert len(pool.pids()) <= 2
+
+    tasks = [asyncio.create_task(one()) for _ in range(4)]
+    await asyncio.sleep(0.5)
+    pids = pool.pids()
+    assert len(pids) == 2
+    await pool.close()  # while jobs are running: they fail, nothing is left behind
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert all(isinstance(r, ParseFailed) for r in results), results
+    assert not any(running(pid) for pid in seen | set(pids))
+    with pytest.raises(ParseFailed, match="closed"):
+        await collect(pool, big_feed(1))
+
+
+def test_importing_the_worker_modules_starts_no_process() -> None:
+    """FAUST-NOTES #7: processes start on first use, never at import."""
+    code = textwrap.dedent("""
+        import pathlib
+        import agents, agents.parsing, agents.parse_child, agents.poller, streams.worker, models.feedstream
+        from agents.parsing import ParserPool
+        ParserPool(processes=2, timeout_seconds=1, max_items=1)
+        children = [c for t in pathlib.Path('/proc/self/task').iterdir() for c in (t / 'children').read_text().split()]
+        print('children', children)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True, timeout=60)
+    assert "children []" in out.stdout, out.stdout + out.stderr
+
+
+def test_children_die_with_a_killed_parent() -> None:
+    """SIGKILL of the worker: its parse processes go too (PR_SET_PDEATHSIG), none keeps parsing."""
+    code = textwrap.dedent("""
+        import asyncio, sys
+        from agents.parsing import ParserPool
+        from tests.integration.test_parse_processes import big_feed
+        async def main():
+            pool = ParserPool(processes=2, timeout_seconds=600, max_items=10**7)
+            async def parse():
+                async with pool.parse(big_feed(1_000_000), "u", "") as job:
+                    async for _ in job:
+                        await asyncio.sleep(10)  # hold the child (parsing ahead) while the parent is killed
+            task = asyncio.create_task(parse())
+            while not pool.pids():
+                await asyncio.sleep(0.05)
+            print("child", pool.pids()[0], flush=True)
+            await task
+        asyncio.run(main())
+    """)
+    parent = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, text=True)  # noqa: S603
+    try:
+        assert parent.stdout is not None
+        line = parent.stdout.readline()
+        child = int(line.split()[1])
+        assert running(child)
+    finally:
+        parent.kill()
+        parent.wait(10)
+    deadline = time.monotonic() + 10
+    while running(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not running(child)

@@ -1,0 +1,147 @@
+"""The chunked parse: same postings as parse_feed, in bounded chunks, with a cap on items."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from models.feed import FeedError, ItemFailure, JobPosting, parse_feed
+from models.feedstream import (
+    FeedSummary,
+    Row,
+    decode_chunk,
+    decode_summary,
+    encode_summary,
+    items_cap_reason,
+    parse_in_chunks,
+    tail_failure,
+)
+from models.postings import posting_json
+
+FEEDS = Path(__file__).resolve().parents[3] / "shared" / "feeds"
+SRC = "https://feeds.example/jobs.xml"
+
+
+def big_feed(n: int, bad_every: int = 0) -> bytes:
+    def items() -> Iterator[str]:
+        for i in range(n):
+            if bad_every and i % bad_every == 0:
+                yield f"<item><title>no id {i}</title></item>"
+            else:
+                yield (f"<item><title>Engineer {i}</title><guid>g-{i}</guid><description>Job {i}</description>"
+                       "<pubDate>Mon, 06 Jan 2025 10:00:00 +0000</pubDate></item>")
+    return ('<?xml version="1.0"?><rss version="2.0"><channel><title>Big</title>' + "".join(items())
+            + "</channel></rss>").encode()
+
+
+def collect(payload: bytes, **kwargs: object) -> tuple[list[bytes], FeedSummary]:
+    chunks: list[bytes] = []
+    options: dict[str, object] = {"max_items": 1_000_000, "clock": time.monotonic, **kwargs}
+    summary = parse_in_chunks(payload, SRC, "Example", emit=chunks.append, **options)  # type: ignore[arg-type]
+    return chunks, summary
+
+
+def rows_of(chunks: list[bytes]) -> list[Row]:
+    return list(itertools.chain.from_iterable(decode_chunk(chunk)[1] for chunk in chunks))
+
+
+def expected_rows(payload: bytes) -> list[Row]:
+    """What parse_feed says, in the chunk row shape."""
+    rows: list[Row] = []
+    for seq, item in enumerate(parse_feed(payload, SRC, "Example").items):
+        if isinstance(item, JobPosting):
+            rows.append((seq, posting_json(item)))
+        else:
+            assert isinstance(item, ItemFailure)
+            rows.append((seq, item.key, item.reason, item.stage))
+    return rows
+
+
+@pytest.mark.parametrize("name", ["wp-job-manager.rss.xml", "careers.atom.xml", "higher-ed.rss.xml"])
+def test_chunks_carry_exactly_what_parse_feed_finds(name: str) -> None:
+    payload = (FEEDS / name).read_bytes()
+    chunks, summary = collect(payload, chunk_items=7)
+    assert rows_of(chunks) == expected_rows(payload)  # same fields, dedupe keys and fingerprints
+    parsed = parse_feed(payload, SRC, "Example")
+    assert summary == FeedSummary(parsed.kind, parsed.title, len(parsed.items), None)
+    assert all(len(decode_chunk(chunk)[1]) <= 7 for chunk in chunks)
+
+
+def test_a_big_feed_streams_in_bounded_chunks_with_failures_in_place() -> None:
+    payload = big_feed(20_000, bad_every=1000)
+    chunks, summary = collect(payload)
+    assert summary.items == 20_000 and summary.stopped is None
+    rows = rows_of(chunks)
+    assert [row[0] for row in rows] == list(range(20_000))
+    assert sum(len(row) == 4 for row in rows) == 20 and rows[0][2] == "missing guid and link"
+    assert len(chunks) == 40 and max(len(decode_chunk(c)[1]) for c in chunks) == 500
+    assert [decode_chunk(c)[0] for c in chunks] == list(range(500, 20_001, 500))  # handed_out so far
+    assert rows == expected_rows(payload)
+
+
+def test_chunks_are_emitted_while_the_parse_goes_on() -> None:
+    """The first chunk leaves before the document is finished: nobody holds every item."""
+    seen_at: list[float] = []
+    started = time.perf_counter()
+    summary = parse_in_chunks(big_feed(20_000), SRC, "", max_items=1_000_000, clock=time.monotonic,
+                              emit=lambda chunk: seen_at.append(time.perf_counter() - started))
+    total = time.perf_counter() - started
+    assert summary.items == 20_000
+    assert seen_at[0] < total / 5, (seen_at[0], total)
+
+
+def test_large_descriptions_make_smaller_chunks() -> None:
+    items = "".join(f"<item><guid>{i}</guid><description>{'d' * 100_000}</description></item>" for i in range(30))
+    chunks, _ = collect(f"<rss><channel>{items}</channel></rss>".encode())
+    assert max(len(decode_chunk(c)[1]) for c in chunks) <= 10 and len(rows_of(chunks)) == 30
+
+
+def test_slow_items_are_flushed_on_time() -> None:
+    ticks = itertools.count(step=1.0)  # a clock where every item takes a second
+    chunks, _ = collect(big_feed(5), clock=lambda: float(next(ticks)))
+    assert len(chunks) == 5
+
+
+def test_the_cap_keeps_the_first_items_and_says_why() -> None:
+    chunks, summary = collect(big_feed(1_000), max_items=300, chunk_items=128)
+    rows = rows_of(chunks)
+    assert [row[0] for row in rows] == list(range(300))
+    assert summary.items == 300 and summary.stopped == items_cap_reason(300)
+    assert summary.stopped == "feed has more than 300 items (MAX_ITEMS_PER_FEED): the rest were not imported"
+    _, exact = collect(big_feed(300), max_items=300)
+    assert exact.stopped is None and exact.items == 300
+
+
+def test_a_million_items_under_a_cap_end_in_bounded_time() -> None:
+    payload = b'<rss version="2.0"><channel>' + b"<item><guid>x</guid></item>" * 1_000_000 + b"</channel></rss>"
+    started = time.perf_counter()
+    chunks, summary = collect(payload, max_items=1_000)
+    assert time.perf_counter() - started < 5.0
+    assert summary.items == 1_000 and summary.stopped is not None and len(rows_of(chunks)) == 1_000
+
+
+def test_only_keeps_the_listed_items_but_counts_all() -> None:
+    payload = big_feed(2_000, bad_every=500)
+    chunks, summary = collect(payload, only={0, 7, 1999})
+    expected = expected_rows(payload)
+    assert rows_of(chunks) == [expected[0], expected[7], expected[1999]]
+    assert summary.items == 2_000
+
+
+def test_a_broken_document_emits_nothing() -> None:
+    emitted: list[bytes] = []
+    with pytest.raises(FeedError, match="^XML parse error: "):
+        parse_in_chunks(big_feed(2_000)[:-100], SRC, "", max_items=10, emit=emitted.append, clock=time.monotonic)
+    assert emitted == []
+
+
+def test_summary_round_trip_and_tail_failure() -> None:
+    summary = FeedSummary("atom", "Careers", 12, "why")
+    assert decode_summary(encode_summary(summary)) == summary
+    assert tail_failure(12, "why") == {"seq": 12, "outcome": "failed", "key": "item[12]", "reason": "why", "stage": "parse"}
+    with pytest.raises(ValueError):
+        decode_chunk(encode_summary(summary))
