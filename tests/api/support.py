@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -13,7 +14,7 @@ from typing import Any, TypeVar
 import aiohttp
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from api.app import create_app
@@ -226,3 +227,25 @@ async def scrape(url: str) -> str:
     async with aiohttp.ClientSession() as session, session.get(url, timeout=aiohttp.ClientTimeout(total=10)) as response:
         assert response.status == 200, response.status
         return await response.text()
+
+
+@contextlib.asynccontextmanager
+async def commands_watch(settings: Settings) -> AsyncIterator[AIOKafkaConsumer]:
+    """A consumer at the end of every ``commands`` partition: it sees only the commands sent from now on."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(settings.topic("commands"), p) for p in range(settings.topic_partitions)]
+        consumer.assign(partitions)
+        await consumer.seek_to_end(*partitions)
+        for tp in partitions:
+            await consumer.position(tp)
+        yield consumer
+    finally:
+        await consumer.stop()
+
+
+async def next_commands(consumer: AIOKafkaConsumer, timeout_ms: int) -> list[Any]:
+    """The commands that arrive within ``timeout_ms``, decoded."""
+    batches = await consumer.getmany(timeout_ms=timeout_ms)
+    return [json.loads(r.value) for records in batches.values() for r in records if r.value]

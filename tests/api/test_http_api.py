@@ -10,11 +10,21 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from api.openapi import openapi_document
 from tests.api.conftest import MakeApi
-from tests.api.support import BASE_TIME, ApiHarness, fast_options, insert_jobs, job_doc, run_doc, sample, stored
+from tests.api.support import (
+    BASE_TIME,
+    ApiHarness,
+    commands_watch,
+    fast_options,
+    insert_jobs,
+    job_doc,
+    next_commands,
+    run_doc,
+    sample,
+    stored,
+)
 from tests.support import free_port, mongo_db
 
 pytestmark = pytest.mark.integration
@@ -321,26 +331,15 @@ async def test_unknown_feed_id_is_404(api: ApiHarness) -> None:
 
 async def commands_after(api: ApiHarness, action: Any) -> tuple[Any, list[dict[str, Any]]]:
     """Run ``action`` and return its result and the commands it put on the commands topic."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=api.settings.kafka_bootstrap_servers, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        topic = api.settings.topic("commands")
-        partitions = [TopicPartition(topic, p) for p in range(api.settings.topic_partitions)]
-        consumer.assign(partitions)
-        await consumer.seek_to_end(*partitions)
-        for tp in partitions:
-            await consumer.position(tp)
+    async with commands_watch(api.settings) as consumer:
         result = await action()
         expected = len(result["runs"]) if isinstance(result, dict) else 0
         commands: list[dict[str, Any]] = []
         for _ in range(20):
             if len(commands) >= expected:
                 break
-            batches = await consumer.getmany(timeout_ms=500)
-            commands += [json.loads(r.value) for records in batches.values() for r in records if r.value]
+            commands += await next_commands(consumer, 500)
         return result, commands
-    finally:
-        await consumer.stop()
 
 
 async def test_run_request_for_given_urls_is_published_as_commands(api: ApiHarness) -> None:

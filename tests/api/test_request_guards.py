@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import subprocess
 import sys
@@ -13,7 +12,6 @@ from typing import Any
 
 import pytest
 import yaml
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from api.app import create_app
 from api.guards import (
@@ -28,7 +26,7 @@ from api.guards import (
 from api.limits import RunClaims, TokenBuckets
 from streams.settings import Settings, SettingsError
 from tests.api.conftest import MakeApi
-from tests.api.support import ApiHarness, fast_options, run_doc, stored
+from tests.api.support import ApiHarness, commands_watch, fast_options, next_commands, run_doc, stored
 from tests.api.test_http_api import new_url
 from tests.support import ROOT, free_port, mongo_db
 
@@ -48,24 +46,13 @@ class FakeClock:
 
 async def commands_during(api: ApiHarness, actions: Callable[[], Awaitable[Any]], quiet: float = 1.5) -> list[Any]:
     """The commands published while ``actions`` ran and for ``quiet`` seconds after (to see that none came)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=api.settings.kafka_bootstrap_servers, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        topic = api.settings.topic("commands")
-        partitions = [TopicPartition(topic, p) for p in range(api.settings.topic_partitions)]
-        consumer.assign(partitions)
-        await consumer.seek_to_end(*partitions)
-        for tp in partitions:
-            await consumer.position(tp)
+    async with commands_watch(api.settings) as consumer:
         await actions()
         commands: list[Any] = []
         deadline = asyncio.get_running_loop().time() + quiet
         while asyncio.get_running_loop().time() < deadline:
-            batches = await consumer.getmany(timeout_ms=250)
-            commands += [json.loads(r.value) for records in batches.values() for r in records if r.value]
+            commands += await next_commands(consumer, 250)
         return commands
-    finally:
-        await consumer.stop()
 
 
 # --- pure rules ------------------------------------------------------------------------------------
