@@ -113,26 +113,60 @@ class Process:
 WORKER_READY = "Worker ready"
 
 
-class FeedServer:
+class LoopbackServer:
+    """A test HTTP server on one loopback address: records each request's name and follows ``redirects``.
+
+    Subclasses answer in ``answer``; ``hits`` lets a test prove a server was never contacted.
+    """
+
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self.host = host
+        self.port = 0
+        self.hits: list[str] = []
+        self.redirects: dict[str, str] = {}
+        self.runner: web.AppRunner | None = None
+
+    def url(self, name: str) -> str:
+        return f"http://{self.host}:{self.port}/{name}"
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        self.hits.append(name)
+        if name in self.redirects:
+            raise web.HTTPFound(self.redirects[name])
+        return await self.answer(name, request)
+
+    async def answer(self, name: str, request: web.Request) -> web.StreamResponse:
+        raise NotImplementedError
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/{name}", self.handle)
+        # A short shutdown: a handler that never answers (a stalled feed) must not hold the test.
+        self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, self.host, 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+
+class FeedServer(LoopbackServer):
     """Serves feeds from 127.0.0.1 that a test can change between imports (with ETag support)."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.feeds: dict[str, tuple[bytes, str, bool]] = {}
-        self.requests: list[str] = []
-        self.runner: web.AppRunner | None = None
-        self.port = 0
 
     def put(self, name: str, body: bytes, content_type: str = "application/rss+xml", conditional: bool = True) -> str:
         """Serve ``body`` at /name; ``conditional`` sends an ETag and answers If-None-Match with 304."""
         self.feeds[name] = (body, content_type, conditional)
         return self.url(name)
 
-    def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.port}/{name}"
-
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        name = request.match_info["name"]
-        self.requests.append(name)
+    async def answer(self, name: str, request: web.Request) -> web.StreamResponse:
         if name not in self.feeds:
             return web.Response(status=404, text="no such feed")
         body, content_type, conditional = self.feeds[name]
@@ -142,19 +176,6 @@ class FeedServer:
         if request.headers.get("If-None-Match") == etag:
             return web.Response(status=304, headers={"ETag": etag})
         return web.Response(body=body, content_type=content_type, headers={"ETag": etag})
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_get("/{name}", self.handle)
-        self.runner = web.AppRunner(app, access_log=None)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-
-    async def stop(self) -> None:
-        if self.runner is not None:
-            await self.runner.cleanup()
 
 
 def rss(items: list[Mapping[str, Any]], title: str = "Test feed") -> bytes:

@@ -31,7 +31,7 @@ from models.egress import REFUSED
 from models.registry import FeedEntry
 from models.runs import FINISHED
 from streams.cli import import_feeds
-from tests.support import WORKER_READY, Process, mongo_db, rss, settings_of, wait_for
+from tests.support import WORKER_READY, LoopbackServer, Process, mongo_db, rss, settings_of, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
@@ -53,25 +53,14 @@ class Case:
     reason: str  # a substring of the run's error
 
 
-class HostileServer:
+class HostileServer(LoopbackServer):
     """One 127.0.0.1 server for the whole corpus (static bodies, redirects, slow and stalled answers)."""
 
     def __init__(self, host: str = "127.0.0.1") -> None:
-        self.host = host
-        self.port = 0
+        super().__init__(host)
         self.bodies: dict[str, tuple[bytes, dict[str, str]]] = {}
-        self.redirects: dict[str, str] = {}
-        self.hits: list[str] = []
-        self.runner: web.AppRunner | None = None
 
-    def url(self, name: str) -> str:
-        return f"http://{self.host}:{self.port}/{name}"
-
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        name = request.match_info["name"]
-        self.hits.append(name)
-        if name in self.redirects:
-            raise web.HTTPFound(self.redirects[name])
+    async def answer(self, name: str, request: web.Request) -> web.StreamResponse:
         if name == "slowloris":  # a valid start, then one byte every half second, forever
             response = web.StreamResponse(headers={"Content-Type": "application/rss+xml"})
             await response.prepare(request)
@@ -86,19 +75,6 @@ class HostileServer:
             await asyncio.sleep(3600)
         body, headers = self.bodies.get(name, (b"not found", {}))
         return web.Response(body=body, headers={"Content-Type": "application/rss+xml", **headers})
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_get("/{name}", self.handle)
-        self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, self.host, 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-
-    async def stop(self) -> None:
-        if self.runner is not None:
-            await self.runner.cleanup()
 
 
 @pytest.fixture

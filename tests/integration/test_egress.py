@@ -17,38 +17,16 @@ from yarl import URL
 
 from agents.fetch import FetchError, RefusedError, Validators, check_destination, fetch_feed
 from models.egress import REFUSED, EgressPolicy
+from tests.support import LoopbackServer
 
 BODY = b"<rss><channel><title>t</title></channel></rss>"
 
 
-class Server:
+class Server(LoopbackServer):
     """A feed server on one loopback address that counts requests and redirects where told."""
 
-    def __init__(self, host: str) -> None:
-        self.host = host
-        self.hits: list[str] = []
-        self.redirects: dict[str, str] = {}
-        self.port = 0
-        self.runner: web.AppRunner | None = None
-
-    def url(self, path: str) -> str:
-        return f"http://{self.host}:{self.port}/{path}"
-
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        name = request.match_info["name"]
-        self.hits.append(name)
-        if name in self.redirects:
-            raise web.HTTPFound(self.redirects[name])
+    async def answer(self, name: str, request: web.Request) -> web.StreamResponse:
         return web.Response(body=BODY, headers={"X-Internal-State": "secret"})
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_get("/{name}", self.handle)
-        self.runner = web.AppRunner(app, access_log=None)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, self.host, 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
 
 @pytest.fixture
@@ -59,8 +37,7 @@ async def servers() -> AsyncIterator[tuple[Server, Server]]:
     await b.start()
     yield a, b
     for server in (a, b):
-        assert server.runner is not None
-        await server.runner.cleanup()
+        await server.stop()
 
 
 async def fetch(url: str, policy: EgressPolicy) -> bytes:
