@@ -14,6 +14,7 @@ Usage: make bench-store  (Kafka running: `make run` or `deploy/stack.py up`)
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import random
 import shutil
@@ -38,9 +39,11 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "deploy"))
 
 import stack  # noqa: E402
+from bench import peak_rss_mib  # noqa: E402
 
 from models.postings import job_insert, job_upsert, search_document  # noqa: E402
 from streams.settings import Settings  # noqa: E402
+from streams.store import Store  # noqa: E402
 from tests.support import free_port  # noqa: E402
 
 WORDS = ("senior", "junior", "lead", "staff", "python", "java", "data", "cloud", "frontend", "backend",
@@ -77,13 +80,6 @@ def run_document(i: int) -> dict[str, Any]:
             "durationMs": 9000, "totalFetched": 100, "newJobs": 10, "updatedJobs": 5, "unchangedJobs": 85 - (i % 5 == 3),
             "failedJobs": int(i % 5 == 3), "totalImported": 15, "failures": [], "error": "fetch failed" if status == "failed" else None,
             "meta": {"httpStatus": 200, "bytes": 123456}, "lastProgressAt": started + timedelta(seconds=9)}
-
-
-def peak_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def disk_mib(path: Path) -> float:
@@ -126,6 +122,7 @@ class Bench:
         self.url = f"mongodb://127.0.0.1:{self.port}"
         self.write_batch = Settings().mongo_write_batch
         self.procs: list[subprocess.Popen[bytes]] = []
+        self.profiler: threading.Thread | None = None
 
     def start_store(self) -> subprocess.Popen[bytes]:
         shutil.rmtree(self.data, ignore_errors=True)
@@ -162,6 +159,8 @@ class Bench:
         raise RuntimeError(f"API did not start; see {log.name}")
 
     def stop(self) -> None:
+        if self.profiler is not None:  # the profile is read from the store: let it finish first
+            self.profiler.join(60)
         for proc in reversed(self.procs):
             proc.kill()
             proc.wait(30)
@@ -183,10 +182,6 @@ class Bench:
 
     def fill(self, db: pymongo.database.Database[dict[str, Any]]) -> None:
         # The indexes the worker and the API create, before the data, as in production.
-        import asyncio
-
-        from streams.store import Store  # the async Store's index list, applied with its own client
-
         async def indexes() -> None:
             store = Store(Settings(mongo_url=self.url, mongo_db="bench"))
             await store.ensure_indexes()
@@ -267,7 +262,8 @@ class Bench:
             return True
 
         inflight = Settings().mongo_max_inflight_writes
-        threading.Thread(target=self.profile, args=("updates", 5 if self.patched else 20), daemon=True).start()
+        self.profiler = threading.Thread(target=self.profile, args=("updates", 5 if self.patched else 20), daemon=True)
+        self.profiler.start()
         rounds = (("one at a time", 1, picks[:1000]), (f"{inflight} in flight (the sink's bound)", inflight, picks[1000:2000]))
         for label, lanes, keys in rounds:
             keys = keys if self.patched else keys[:self.write_batch]
@@ -309,6 +305,8 @@ def main() -> None:
     parser.add_argument("--builds", default="patched,shipped")
     parser.add_argument("--limit", type=float, default=60.0, help="seconds before a command counts as unanswered")
     args = parser.parse_args()
+    if args.docs < 3000:
+        parser.error("--docs must be at least 3000 (the update rounds pick 3,000 distinct jobs)")
     for build in args.builds.split(","):
         Bench(build == "patched", args.docs, args.runs, args.limit).run()
 
