@@ -25,7 +25,7 @@ from pymongo.errors import PyMongoError
 
 from agents import metrics
 from models.dedupe import rejected_event
-from models.postings import job_insert, job_upsert, search_document
+from models.postings import job_insert, job_upsert, search_document, version_guard
 from models.runs import iso, outcomes_event, parse_iso
 from streams.app import Pipeline, ack_all, batches
 from streams.store import DUPLICATE_KEY, Store, unreachable, until_reachable
@@ -41,7 +41,9 @@ async def write_batch(store: Store, changes: Sequence[Mapping[str, Any]]) -> dic
     new); a duplicate key there is a replay, confirmed by an ``$in`` read of the fingerprints.
     Updated postings (and stale duplicates) are unordered upserts by ``_id``. The store cuts both
     into small commands (``MONGO_WRITE_BATCH``). Then the ``job_search`` documents of the written
-    postings follow. Raises what ``streams.store.unreachable`` recognises (the caller retries).
+    postings follow. An upsert the version guard refuses (a newer version is stored: a stale writer
+    after a rebalance) is skipped, not rejected. Raises what ``streams.store.unreachable``
+    recognises (the caller retries).
     """
     latest: dict[str, Mapping[str, Any]] = {}
     for change in changes:
@@ -63,13 +65,33 @@ async def write_batch(store: Store, changes: Sequence[Mapping[str, Any]]) -> dic
                   for doc in await store.find_by_ids(store.jobs, [key_of(change) for change in duplicates], {"fingerprint": 1})}
         # Same fingerprint: a replay of a write that already happened. Otherwise repair it.
         updated.extend(change for change in duplicates if stored.get(key_of(change)) != change["fingerprint"])
-    for error in await store.bulk_upsert(store.jobs, [job_upsert(change) for change in updated]):
-        rejected[key_of(updated[error["index"]])] = write_error(error)
+    errors = await store.bulk_upsert(store.jobs, [job_upsert(change) for change in updated])
+    superseded = await newer_stored(store, [updated[error["index"]] for error in errors if error.get("code") == DUPLICATE_KEY])
+    for error in errors:
+        change = updated[error["index"]]
+        if key_of(change) in superseded:
+            logger.info("stale write skipped: a newer version is stored key=%s version=%s", key_of(change), change["version"])
+        else:
+            rejected[key_of(change)] = write_error(error)
     upserted = {key_of(change) for change in updated}
     await write_search(store,
                        [change for change in created if key_of(change) not in rejected and key_of(change) not in upserted],
-                       [change for change in updated if key_of(change) not in rejected])
+                       [change for change in updated if key_of(change) not in rejected and key_of(change) not in superseded])
     return rejected
+
+
+async def newer_stored(store: Store, changes: Sequence[Mapping[str, Any]]) -> set[str]:
+    """Keys of ``changes`` whose stored document has a newer version: the version guard refused them.
+
+    The guard's refusal is a duplicate ``_id`` error, like a unique-index conflict; the stored
+    version tells the two apart. A superseded change is not a failure: a newer write already won.
+    """
+    if not changes:
+        return set()
+    stored = {doc["_id"]: doc.get("version")
+              for doc in await store.find_by_ids(store.jobs, [key_of(change) for change in changes], {"version": 1})}
+    return {key_of(change) for change in changes
+            if isinstance(stored.get(key_of(change)), int) and stored[key_of(change)] > change["version"]}
 
 
 async def write_search(store: Store, created: Sequence[Mapping[str, Any]], updated: Sequence[Mapping[str, Any]]) -> None:
@@ -85,8 +107,9 @@ async def write_search(store: Store, created: Sequence[Mapping[str, Any]], updat
         upserts = []
         for change in updated:
             document = search_document(change)
-            upserts.append(({"_id": document.pop("_id")}, {"$set": document}))
-        errors += await store.bulk_upsert(store.job_search, upserts)
+            upserts.append(({"_id": document.pop("_id"), **version_guard(change["version"])}, {"$set": document}))
+        # A duplicate _id here is the version guard: a newer search document is stored already.
+        errors += [error for error in await store.bulk_upsert(store.job_search, upserts) if error.get("code") != DUPLICATE_KEY]
     except PyMongoError as exc:
         if unreachable(exc):
             raise

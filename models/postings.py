@@ -56,10 +56,22 @@ def job_insert(change: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def job_upsert(change: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Filter and update of an updated posting (an upsert, so a lost insert is repaired too)."""
+    """Filter and update of an updated posting (an upsert, so a lost insert is repaired too).
+
+    The filter is a version guard: it matches only a stored version up to this one, so a stale
+    writer (a worker still flushing a batch after a rebalance gave its partition away) cannot roll a
+    newer document back. Against a newer version the upsert fails with a duplicate ``_id`` (E11000),
+    which the sink reads as "already superseded" after checking the stored version (see
+    ``agents.sink.write_batch``).
+    """
     document = job_document(change)
     key = document.pop("_id")
-    return {"_id": key}, {"$set": document, "$setOnInsert": {"createdAt": document["updatedAt"]}}
+    return {"_id": key, **version_guard(document["version"])}, {"$set": document, "$setOnInsert": {"createdAt": document["updatedAt"]}}
+
+
+def version_guard(version: int) -> dict[str, Any]:
+    """The filter condition of a guarded upsert: no stored version newer than ``version`` (none at all is fine)."""
+    return {"version": {"$not": {"$gt": version}}}
 
 
 def search_key(text: str) -> str:
@@ -69,7 +81,7 @@ def search_key(text: str) -> str:
 
 def search_document(change: Mapping[str, Any]) -> dict[str, Any]:
     """The ``job_search`` document of a change event's posting (see ``search_fields``)."""
-    return search_fields(change["job"])
+    return {**search_fields(change["job"]), "version": change["version"]}
 
 
 def search_fields(job: Mapping[str, Any]) -> dict[str, Any]:
@@ -78,6 +90,7 @@ def search_fields(job: Mapping[str, Any]) -> dict[str, Any]:
     Every job list of the API pages through this small collection (its indexes are in each list's
     order) and then reads the page's jobs by ``_id``: ``jobs`` keeps only SPEC's indexes, which makes
     its inserts and updates cheaper. Text is casefolded once here, so a search is a plain substring.
+    ``version`` is the posting's, for the same version guard as ``jobs`` (see ``job_upsert``).
     """
     title = job.get("title") or ""
     company = job.get("company") or ""
@@ -88,4 +101,5 @@ def search_fields(job: Mapping[str, Any]) -> dict[str, Any]:
         "company": search_key(company.strip()),
         "text": search_key(f"{title}\n{company}"),
         "publishedAt": parse_iso(published) if isinstance(published, str) or published is None else published,
+        "version": job.get("version"),
     }

@@ -118,6 +118,24 @@ async def test_stale_document_under_a_created_key_is_repaired(store: Store) -> N
     assert doc is not None and doc["title"] == "Fresh"
 
 
+async def test_a_stale_writer_cannot_roll_a_newer_version_back(make_store: MakeStore) -> None:
+    store = await make_store(mongo_write_batch=10)
+    await write_batch(store, [change(f"k{i}", 1, f"Job {i}") for i in range(12)])
+    await write_batch(store, [change("k3", 3, "Job 3 v3"), change("k11", 3, "Job 11 v3")])
+    # A worker that lost its partitions flushes old versions, among current ones, in two commands.
+    late = [change(f"k{i}", 2, f"Job {i} v2") for i in range(12)]
+    assert await write_batch(store, late) == {}, "a superseded write is not a failed posting"
+    versions = {doc["_id"]: (doc["version"], doc["title"]) async for doc in store.jobs.find({})}
+    assert versions["k3"] == (3, "Job 3 v3") and versions["k11"] == (3, "Job 11 v3")
+    assert all(versions[f"k{i}"] == (2, f"Job {i} v2") for i in range(12) if i not in (3, 11))
+    search = {doc["_id"]: (doc["version"], doc["text"]) async for doc in store.job_search.find({})}
+    assert search["k3"] == (3, "job 3 v3\nacme") and search["k0"] == (2, "job 0 v2\nacme")
+    # A replayed creation under a key that moved on since is superseded too, not a repair.
+    assert await write_batch(store, [change("k11", 1, "Job 11 original, different")]) == {}
+    stored = await store.jobs.find_one({"_id": "k11"})
+    assert stored is not None and (stored["version"], stored["title"]) == (3, "Job 11 v3")
+
+
 async def test_a_posting_the_store_rejects_fails_alone(store: Store) -> None:
     await store.jobs.create_index("url", unique=True)  # a constraint the second posting breaks
     rejected = await write_batch(store, [change("a", 1, "A", url="https://x/same"), change("b", 1, "B", url="https://x/same")])
@@ -151,7 +169,7 @@ async def test_created_and_updated_postings_keep_their_search_documents(store: S
     await write_batch(store, [change("a", 1, "Python Developer", company=" Straße AG ")])
     assert await store.job_search.find_one({"_id": "a"}) == {
         "_id": "a", "sourceUrl": "https://x/feed", "company": "strasse ag", "text": "python developer\n straße ag ".casefold(),
-        "publishedAt": None,
+        "publishedAt": None, "version": 1,
     }
     assert await write_batch(store, [change("a", 1, "Python Developer", company=" Straße AG ")]) == {}, "a replay is fine"
     await write_batch(store, [change("a", 2, "Rust Developer", company="Acme")])

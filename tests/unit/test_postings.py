@@ -41,7 +41,7 @@ def test_insert_and_upsert_are_keyed_by_dedupe_key_and_carry_event_time() -> Non
     assert document["_id"] == document["dedupeKey"] and document["version"] == 3
     assert document["createdAt"] == document["updatedAt"] and document["updatedAt"].isoformat() == "2025-01-06T10:00:00+00:00"
     flt, update = job_upsert(event)
-    assert flt == {"_id": document["dedupeKey"]}
+    assert flt == {"_id": document["dedupeKey"], "version": {"$not": {"$gt": 3}}}, "a version guard: never roll a newer document back"
     assert "_id" not in update["$set"] and update["$set"]["lastRunId"] == "r1"
     assert job_upsert(event) == (flt, update), "the same event always gives the same write"
 
@@ -51,7 +51,7 @@ def test_search_document_is_small_casefolded_and_keyed_by_dedupe_key() -> None:
     event["job"] = {**event["job"], "title": "Senior STRASSE Engineer", "company": "  Ärzte Straße GmbH ",
                     "publishedAt": "2025-01-05T08:30:00Z"}
     document = search_document(event)
-    assert set(document) == {"_id", "sourceUrl", "company", "text", "publishedAt"}
+    assert set(document) == {"_id", "sourceUrl", "company", "text", "publishedAt", "version"} and document["version"] == 2
     assert document["_id"] == event["job"]["dedupeKey"] and document["sourceUrl"] == event["job"]["sourceUrl"]
     assert document["company"] == "ärzte strasse gmbh"
     assert document["text"] == "senior strasse engineer\n  ärzte strasse gmbh "
