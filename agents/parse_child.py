@@ -51,10 +51,10 @@ def serve(stdin: BinaryIO, stdout: BinaryIO) -> None:
         if kind != JOB:
             send(ERROR, f"unexpected frame {kind!r}".encode())
             return
-        source_url, source_name, max_items, only, payload = marshal.loads(body)  # noqa: S302 - from the worker
+        source_url, source_name, max_items, max_posting_bytes, only, payload = marshal.loads(body)  # noqa: S302 - from the worker
         try:
             summary = parse_in_chunks(
-                payload, source_url, source_name, max_items=max_items, only=only,
+                payload, source_url, source_name, max_items=max_items, max_posting_bytes=max_posting_bytes, only=only,
                 emit=lambda chunk: send(CHUNK, chunk), clock=time.monotonic,
             )
         except FeedError as exc:

@@ -16,6 +16,7 @@ validation is no trust boundary: it carries no code, only tuples, dicts and stri
 
 from __future__ import annotations
 
+import json
 import marshal
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ __all__ = [
     "decode_summary",
     "encode_summary",
     "items_cap_reason",
+    "oversized",
     "parse_in_chunks",
     "tail_failure",
 ]
@@ -59,6 +61,28 @@ def items_cap_reason(max_items: int) -> str:
     return f"feed has more than {max_items:,} items (MAX_ITEMS_PER_FEED): the rest were not imported"
 
 
+def oversized(doc: dict[str, Any], limit: int) -> int | None:
+    """The posting's size as JSON when it is over ``limit`` bytes, else None (cheap when clearly below).
+
+    The size is measured with every non-ASCII character escaped, which bounds the UTF-8 size of any
+    JSON codec's output from above, so a posting accepted here fits the broker's message limit.
+    """
+    rough = 0
+    for value in doc.values():
+        if isinstance(value, str):
+            rough += len(value)
+        elif isinstance(value, list | tuple):
+            rough += sum(len(str(element)) + 3 for element in value)
+    if 12 * rough + 4096 <= limit:  # 12 bytes: an astral character escaped as a surrogate pair
+        return None
+    size = len(json.dumps(doc))
+    return size if size > limit else None
+
+
+def too_large_reason(size: int, limit: int) -> str:
+    return f"posting too large for the broker: {size:,} bytes as JSON (limit {limit:,}, from KAFKA_MAX_MESSAGE_BYTES)"
+
+
 def parse_in_chunks(
     payload: bytes,
     source_url: str,
@@ -68,13 +92,16 @@ def parse_in_chunks(
     emit: Callable[[bytes], None],
     clock: Callable[[], float],
     only: Collection[int] | None = None,
+    max_posting_bytes: int | None = None,
     chunk_items: int = CHUNK_ITEMS,
     chunk_chars: int = CHUNK_CHARS,
     flush_seconds: float = FLUSH_SECONDS,
 ) -> FeedSummary:
     """Parse ``payload`` and ``emit`` its items in encoded chunks; stop after ``max_items`` items.
 
-    ``only`` keeps just those sequence numbers (a repair republishes a few items). Raises
+    ``only`` keeps just those sequence numbers (a repair republishes a few items). A posting larger
+    than ``max_posting_bytes`` as JSON becomes a failed item (stage ``publish``): the broker would
+    refuse its message, and with it the whole chunk. Raises
     :class:`models.feed.FeedError` like :func:`models.feed.stream_feed`; chunks emitted before
     such an error stay valid (items are handed out only once the whole document is known to be
     well-formed, so this happens only for nesting deeper than ``MAX_DEPTH``).
@@ -100,8 +127,14 @@ def parse_in_chunks(
         count = seq + 1
         if only is None or seq in only:
             if isinstance(item, JobPosting):
-                rows.append((seq, posting_json(item)))
-                chars += len(item.description) + len(item.title) + 200
+                doc = posting_json(item)
+                size = None if max_posting_bytes is None else oversized(doc, max_posting_bytes)
+                if size is None:
+                    rows.append((seq, doc))
+                    chars += len(item.description) + len(item.title) + 200
+                else:
+                    reason = too_large_reason(size, max_posting_bytes or 0)
+                    rows.append((seq, item.external_id or item.url or item.dedupe_key, reason, "publish"))
             else:
                 rows.append((seq, item.key, item.reason, item.stage))
         if len(rows) >= chunk_items or chars >= chunk_chars or clock() - last_flush >= flush_seconds:

@@ -70,9 +70,11 @@ def create_app(settings: Settings) -> faust.App:
         broker_commit_every=1000,
         broker_commit_interval=1.0,
         producer_linger_ms=5,
-        producer_max_batch_size=512 * 1024,
-        producer_max_request_size=8 * 1024 * 1024,
-        consumer_max_fetch_size=8 * 1024 * 1024,
+        # One limit for every message (see KAFKA_MAX_MESSAGE_BYTES): the producer refuses what the
+        # topics would refuse, and the parse turns a posting over it into a failed item before that.
+        producer_max_batch_size=min(512 * 1024, settings.kafka_max_message_bytes),
+        producer_max_request_size=settings.kafka_max_message_bytes,
+        consumer_max_fetch_size=max(8 * 1024 * 1024, settings.kafka_max_message_bytes),
         stream_buffer_maxsize=max(4096, settings.batch_size * 4),
         table_cleanup_interval=60.0,
         # A killed worker's partitions move to the survivors after this long, not Kafka's default minute.

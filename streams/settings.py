@@ -13,6 +13,8 @@ from models.egress import parse_networks, parse_ports
 LOCAL_KAFKA = "127.0.0.1:9092"
 LOCAL_MONGO = "mongodb://127.0.0.1:27017"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+MESSAGE_HEADROOM = 16 * 1024  # what wraps a posting in its largest message (change event, DLQ reason)
+MIN_MESSAGE_BYTES = 64 * 1024
 
 
 class SettingsError(ValueError):
@@ -60,8 +62,18 @@ class Settings:
     fetch_allow_ports: str = "80,443"
     parse_timeout_seconds: float = 120.0
     max_items_per_feed: int = 1_000_000
+    # The largest Kafka message the pipeline sends: topics are created with it (max.message.bytes),
+    # producers are capped by it, and a posting too large for it is one failed item. The default is
+    # Kafka's own broker default, so a user's broker needs no change.
+    kafka_max_message_bytes: int = 1_048_576
     # How often the worker logs the largest event-loop lag it measured (and sets its gauge).
     loop_lag_report_seconds: float = 30.0
+
+    @property
+    def max_posting_bytes(self) -> int:
+        """The largest posting (as JSON) that fits every message carrying it, wrappers included
+        (``jobs.upserts`` change event, ``jobs.dlq`` entry with its reason)."""
+        return self.kafka_max_message_bytes - MESSAGE_HEADROOM
 
     def topic(self, name: str) -> str:
         """The full Kafka topic name of a SPEC §4 topic (``jobs.parsed`` → ``jobstream.jobs.parsed``)."""
@@ -130,6 +142,8 @@ class Settings:
             "MAX_ITEMS_PER_FEED": self.max_items_per_feed,
         }
         found.extend(f"{name} must be > 0, got {value}" for name, value in positive.items() if value <= 0)
+        if self.kafka_max_message_bytes < MIN_MESSAGE_BYTES:
+            found.append(f"KAFKA_MAX_MESSAGE_BYTES must be >= {MIN_MESSAGE_BYTES}, got {self.kafka_max_message_bytes}")
         if self.max_failures_kept < 0:
             found.append(f"MAX_FAILURES_KEPT must be >= 0, got {self.max_failures_kept}")
         for port_name, number in (("API_PORT", self.api_port), ("WORKER_METRICS_PORT", self.worker_metrics_port)):

@@ -14,7 +14,11 @@ logger = logging.getLogger(__name__)
 
 
 async def ensure_topics(settings: Settings) -> None:
-    """Idempotent: existing topics are left as they are (Kafka cannot shrink partitions)."""
+    """Idempotent: existing topics are left as they are (Kafka cannot shrink partitions).
+
+    New topics take ``KAFKA_MAX_MESSAGE_BYTES`` as their ``max.message.bytes``, the same limit the
+    producers use, whatever the broker's own default is.
+    """
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers, request_timeout_ms=15000)
     await admin.start()
     try:
@@ -26,7 +30,8 @@ async def ensure_topics(settings: Settings) -> None:
                 name=name,
                 num_partitions=settings.topic_partitions,
                 replication_factor=1,
-                topic_configs={"cleanup.policy": "compact"} if compacted else {},
+                topic_configs={"max.message.bytes": str(settings.kafka_max_message_bytes),
+                               **({"cleanup.policy": "compact"} if compacted else {})},
             )
             for name, compacted in wanted.items()
             if name not in existing

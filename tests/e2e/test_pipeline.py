@@ -136,6 +136,19 @@ async def test_items_without_identity_fail_alone_and_the_run_is_partial(
     assert doc["failures"][0]["reason"] == "missing guid and link"
 
 
+async def test_a_posting_too_large_for_the_broker_fails_alone(
+    start_worker: Callable[..., Process], pipeline_env: dict[str, str], feed_server: FeedServer, unique: str
+) -> None:
+    start_worker()
+    # 400,000 "é": 800 kB as UTF-8, 2.4 MB escaped; either way over the 1 MiB Kafka message limit.
+    items = [*postings(3), {"guid": "huge", "title": "Huge", "description": "é" * 400_000}]
+    url = feed_server.put(f"{unique}-huge.xml", rss(items))
+    [doc] = await run_import(pipeline_env, url)
+    assert doc["status"] == "partial" and counts(doc) == (4, 3, 0, 0, 1), doc
+    assert doc["failures"][0]["key"] == "huge" and "too large for the broker" in doc["failures"][0]["reason"]
+    assert mongo_db(pipeline_env).jobs.count_documents({}) == 3
+
+
 async def test_same_item_twice_in_one_feed_counts_twice(
     start_worker: Callable[..., Process], pipeline_env: dict[str, str], feed_server: FeedServer, unique: str
 ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ from models.feedstream import (
     decode_summary,
     encode_summary,
     items_cap_reason,
+    oversized,
     parse_in_chunks,
     tail_failure,
 )
@@ -156,3 +158,26 @@ def test_summary_round_trip_and_tail_failure() -> None:
     assert tail_failure(12, "why") == {"seq": 12, "outcome": "failed", "key": "item[12]", "reason": "why", "stage": "parse"}
     with pytest.raises(ValueError):
         decode_chunk(encode_summary(summary))
+
+
+def test_a_posting_too_large_for_a_message_is_one_failed_item() -> None:
+    small = "<item><title>Small</title><guid>s</guid><description>short</description></item>"
+    # 30,000 non-ASCII characters: 60 kB as UTF-8, 180 kB with every character escaped.
+    large = f"<item><title>Large</title><guid>l</guid><description>{'é' * 30_000}</description></item>"
+    payload = f'<?xml version="1.0"?><rss version="2.0"><channel><title>T</title>{small}{large}{small}</channel></rss>'.encode()
+    chunks, summary = collect(payload, max_posting_bytes=100_000)
+    rows = rows_of(chunks)
+    assert summary.items == 3 and [len(row) for row in rows] == [2, 4, 2]
+    seq, key, reason, stage = rows[1]
+    assert (seq, key, stage) == (1, "l", "publish")
+    assert reason.startswith("posting too large for the broker: 180,") and "limit 100,000" in reason
+    # Without a limit (or under a large one) the same posting goes through.
+    assert [len(row) for row in rows_of(collect(payload, max_posting_bytes=200_000)[0])] == [2, 2, 2]
+
+
+def test_oversized_bounds_any_codec_and_is_cheap_when_clearly_small() -> None:
+    doc = {"title": "t", "description": "\U0001F600" * 1000, "categories": ["a", "b"]}
+    size = oversized(doc, 5_000)
+    assert size is not None and size >= len(json.dumps(doc, ensure_ascii=False).encode()), "escaped size bounds UTF-8"
+    assert oversized(doc, 20_000) is None
+    assert oversized({"title": "x" * 100}, 10_000) is None

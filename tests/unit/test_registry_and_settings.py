@@ -46,15 +46,17 @@ def test_settings_defaults_match_the_spec() -> None:
     assert settings.import_interval_minutes == 60 and settings.raw_feed_retention_days == 7
     assert settings.topic("jobs.parsed") == "jobstream.jobs.parsed"
     assert (settings.api_host, settings.api_port, settings.mongo_db) == ("127.0.0.1", 8080, "jobstream")
+    assert settings.kafka_max_message_bytes == 1_048_576, "Kafka's broker default: a user's broker needs no change"
+    assert 0 < settings.max_posting_bytes < settings.kafka_max_message_bytes
 
 
 def test_settings_report_every_problem_at_once() -> None:
     with pytest.raises(SettingsError) as info:
         Settings.from_env({"BATCH_SIZE": "lots", "MONGO_URL": "postgres://u:hunter2@db/x", "TOPIC_PARTITIONS": "0",
-                           "LOG_LEVEL": "LOUD", "API_PORT": "99999"})
+                           "LOG_LEVEL": "LOUD", "API_PORT": "99999", "KAFKA_MAX_MESSAGE_BYTES": "1000"})
     message = str(info.value)
     for expected in ("BATCH_SIZE must be int", "MONGO_URL is not a mongodb:// URL", "TOPIC_PARTITIONS must be > 0",
-                     "LOG_LEVEL must be one of", "API_PORT must be a TCP port"):
+                     "LOG_LEVEL must be one of", "API_PORT must be a TCP port", "KAFKA_MAX_MESSAGE_BYTES must be >= 65536"):
         assert expected in message
     assert "hunter2" not in message
 
