@@ -100,19 +100,20 @@ def kafka_libs() -> Path:
     return libs
 
 
-def kafka_config() -> Path:
-    """Write the single-node KRaft configuration and format the storage once."""
-    data = STATE / "kafka" / "data"
-    config = STATE / "kafka" / "server.properties"
+def kafka_config(port: int = KAFKA_PORT, controller_port: int = KAFKA_CONTROLLER_PORT,
+                 state_dir: Path = STATE / "kafka") -> Path:
+    """Write the single-node KRaft configuration and format the storage once (``deploy/chaos.py`` runs its own)."""
+    data = state_dir / "data"
+    config = state_dir / "server.properties"
     data.mkdir(parents=True, exist_ok=True)
     config.write_text(
         "\n".join(
             [
                 "process.roles=broker,controller",
                 "node.id=1",
-                f"controller.quorum.voters=1@127.0.0.1:{KAFKA_CONTROLLER_PORT}",
-                f"listeners=PLAINTEXT://127.0.0.1:{KAFKA_PORT},CONTROLLER://127.0.0.1:{KAFKA_CONTROLLER_PORT}",
-                f"advertised.listeners=PLAINTEXT://127.0.0.1:{KAFKA_PORT}",
+                f"controller.quorum.voters=1@127.0.0.1:{controller_port}",
+                f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
+                f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
                 "controller.listener.names=CONTROLLER",
                 "inter.broker.listener.name=PLAINTEXT",
                 "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
@@ -132,7 +133,7 @@ def kafka_config() -> Path:
             ]
         )
     )
-    (STATE / "kafka" / "log4j2.properties").write_text(
+    (state_dir / "log4j2.properties").write_text(
         "\n".join(
             [
                 "status = warn",
@@ -154,14 +155,14 @@ def kafka_config() -> Path:
     )
     if not (data / "meta.properties").exists():
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        run([*java_command(), "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)])
+        run([*java_command(state_dir), "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)])
         log(f"formatted KRaft storage in {data}")
     return config
 
 
-def java_command() -> list[str]:
+def java_command(state_dir: Path = STATE / "kafka") -> list[str]:
     libs = kafka_libs()
-    log4j = STATE / "kafka" / "log4j2.properties"
+    log4j = state_dir / "log4j2.properties"
     return [
         "java", "-Xms256m", "-Xmx768m", "-XX:+UseG1GC", "-Djava.awt.headless=true",
         f"-Dlog4j2.configurationFile={log4j}", "-cp", f"{libs}/*",
@@ -245,8 +246,7 @@ def ferretdb_binary(patched: bool = True) -> Path:
 FERRETDB_FORMAT = "jobstream-ferretdb-format-2\n"  # 2: indexes on ->> (patches/0002)
 
 
-def ferretdb_command() -> list[str]:
-    data = STATE / "ferretdb"
+def ferretdb_command(port: int = MONGO_PORT, data: Path = STATE / "ferretdb") -> list[str]:
     marker = data / ".format"
     data.mkdir(parents=True, exist_ok=True)
     if not marker.exists() and not any(data.glob("*.sqlite")):
@@ -254,7 +254,7 @@ def ferretdb_command() -> list[str]:
     elif not marker.exists() or marker.read_text() != FERRETDB_FORMAT:
         log(f"warning: {data} was written by an older FerretDB build: its indexes do not serve this build's "
             "queries (correct, but slow at scale); `make clean` (drops local data) to start afresh")
-    return [str(ferretdb_binary()), "-listen", f"127.0.0.1:{MONGO_PORT}", "-data", str(data)]
+    return [str(ferretdb_binary()), "-listen", f"127.0.0.1:{port}", "-data", str(data)]
 
 
 def mongo_ready() -> bool:
