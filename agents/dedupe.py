@@ -1,65 +1,107 @@
-"""Dedupe agent: classify each parsed posting with the keyed table, no MongoDB read.
+"""Dedupe agent: classify each posting of a ``jobs.parsed`` envelope with the keyed table, no MongoDB read.
 
-created/updated postings go on to the sink through ``jobs.upserts``; unchanged ones stop here and
-are only counted. Events are acked after everything they caused reached the broker. A ``rejected``
-event (from the sink, when MongoDB refused a posting) makes the table forget that fingerprint, so
-the posting is not called ``unchanged`` by the next run while MongoDB does not hold it.
+Created/updated postings go on to the sink as one ``jobs.upserts`` envelope per input envelope (same
+partition); unchanged ones stop here and are only counted, and cost no table write (see
+``models/dedupe.py`` for how a redelivery is still recognised). Events are acked after everything
+they caused reached the broker. A ``rejected`` event (from the sink, when MongoDB refused a posting)
+makes the table forget that fingerprint, so the posting is not called ``unchanged`` by the next run
+while MongoDB does not hold it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import faust
 from faust.types import StreamT
 
 from agents import metrics
 from models.dedupe import classify, forget_rejected
 from models.postings import change_event
 from models.runs import iso, outcomes_event
-from streams.app import Pipeline, ack_all, batches, set_current_event
+from streams.app import JsonEvent, Pipeline, Topics, ack_all, batches, set_current_event
+from streams.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 
-def attach(pipeline: Pipeline) -> None:
-    table = pipeline.dedupe_table
-    topics = pipeline.topics
-    settings = pipeline.settings
+def now() -> datetime:
+    return datetime.now(UTC)
 
-    def now() -> datetime:
-        return datetime.now(UTC)
 
-    async def dedupe(stream: StreamT[Any]) -> None:
-        async for events in batches(stream, settings.batch_size, within=min(settings.batch_window_seconds, 0.5)):
-            pending = []
-            unchanged: dict[str, list[dict[str, Any]]] = defaultdict(list)
-            for event in events:
-                parsed = event.value
-                key = parsed["dedupeKey"]
-                set_current_event(event)
-                if parsed.get("type") == "rejected":
-                    forgotten = forget_rejected(table.get(key), parsed["fingerprint"])
-                    if forgotten is not None:
-                        table[key] = forgotten
-                        logger.info("dedupe entry forgets a fingerprint MongoDB rejected key=%s run_id=%s seq=%s",
-                                    key, parsed.get("runId"), parsed.get("seq"))
-                    continue
-                result = classify(table.get(key), parsed["fingerprint"], parsed["runId"], parsed["seq"])
-                if not result.replayed:
-                    table[key] = result.state
-                if result.outcome == "unchanged":
-                    unchanged[parsed["runId"]].append({"seq": parsed["seq"], "outcome": "unchanged"})
-                    metrics.ITEMS.labels(feed=metrics.feed_label(parsed["sourceUrl"]), outcome="unchanged").inc()
-                else:
-                    change = change_event(parsed, result.outcome, result.version, parsed["fetchedAt"])
-                    pending.append(await topics.upserts.send(key=key, value=change))
-            for run_id, items in unchanged.items():
-                pending.append(await topics.progress.send(key=run_id, value=outcomes_event(run_id, items, iso(now()))))
-            await asyncio.gather(*pending)
+@dataclass
+class Dedupe:
+    """The dedupe step with its dependencies: the table (read and written only here), topics, settings."""
+
+    table: faust.Table[str, Any]
+    topics: Topics
+    settings: Settings
+    clock: Callable[[], datetime] = field(default=now)
+
+    def classify_envelope(
+        self, envelope: dict[str, Any], offset: int, unchanged: dict[str, list[dict[str, Any]]], counts: Counter[tuple[str, str]]
+    ) -> list[dict[str, Any]]:
+        """The change events of one envelope's postings; unchanged ones are added to ``unchanged`` (by run)."""
+        run_id, fetched_at = envelope["runId"], envelope["fetchedAt"]
+        table = self.table
+        changes = []
+        for index, item in enumerate(envelope["items"]):
+            key = item["dedupeKey"]
+            result = classify(table.get(key), item["fingerprint"], run_id, item["seq"], (offset, index))
+            if result.state is not None:
+                table[key] = result.state
+            counts[(item["sourceUrl"], result.outcome)] += 1
+            if result.outcome == "unchanged":
+                unchanged[run_id].append({"seq": item["seq"], "outcome": "unchanged"})
+            else:
+                changes.append(change_event({**item, "runId": run_id}, result.outcome, result.version, fetched_at))
+        return changes
+
+    def forget(self, rejected: dict[str, Any]) -> None:
+        key = rejected["dedupeKey"]
+        forgotten = forget_rejected(self.table.get(key), rejected["fingerprint"], rejected.get("version"))
+        if forgotten is not None:
+            self.table[key] = forgotten
+            logger.info("dedupe entry forgets a fingerprint MongoDB rejected key=%s run_id=%s seq=%s",
+                        key, rejected.get("runId"), rejected.get("seq"))
+
+    async def handle(self, events: list[JsonEvent]) -> None:
+        """Classify a batch of envelopes and publish what they caused; returns once the broker has it all."""
+        pending: list[Awaitable[Any]] = []
+        unchanged: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        counts: Counter[tuple[str, str]] = Counter()
+        for event in events:
+            value = event.value
+            set_current_event(event)  # the table writes below go to this envelope's (= the keys') partition
+            if value.get("type") == "rejected":
+                self.forget(value)
+                continue
+            if "items" not in value:  # a single posting, as published before envelopes
+                value = {"runId": value["runId"], "fetchedAt": value["fetchedAt"], "items": [value]}
+            changes = self.classify_envelope(value, event.message.offset, unchanged, counts)
+            if changes:
+                pending.append(await self.topics.upserts.send(key=value["runId"], value={"type": "changes", "items": changes},
+                                                              partition=event.message.partition))
+        at = iso(self.clock())
+        for run_id, items in unchanged.items():
+            pending.append(await self.topics.progress.send(key=run_id, value=outcomes_event(run_id, items, at)))
+        await asyncio.gather(*pending)
+        for (url, outcome), count in counts.items():
+            if outcome == "unchanged":
+                metrics.ITEMS.labels(feed=metrics.feed_label(url), outcome=outcome).inc(count)
+
+    async def run(self, stream: StreamT[Any]) -> None:
+        async for events in batches(stream, max(1, self.settings.batch_size // 50), within=min(self.settings.batch_window_seconds, 0.5)):
+            await self.handle(events)
             await ack_all(stream, events)
 
-    pipeline.app.agent(topics.parsed, name="dedupe", concurrency=1)(dedupe)
+
+def attach(pipeline: Pipeline) -> None:
+    dedupe = Dedupe(pipeline.dedupe_table, pipeline.topics, pipeline.settings)
+    pipeline.app.agent(pipeline.topics.parsed, name="dedupe", concurrency=1)(dedupe.run)

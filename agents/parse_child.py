@@ -51,10 +51,12 @@ def serve(stdin: BinaryIO, stdout: BinaryIO) -> None:
         if kind != JOB:
             send(ERROR, f"unexpected frame {kind!r}".encode())
             return
-        source_url, source_name, max_items, max_posting_bytes, only, payload = marshal.loads(body)  # noqa: S302 - from the worker
+        source_url, source_name, limits, only, payload = marshal.loads(body)  # noqa: S302 - from the worker
+        max_items, max_posting_bytes, partitions = limits
         try:
             summary = parse_in_chunks(
-                payload, source_url, source_name, max_items=max_items, max_posting_bytes=max_posting_bytes, only=only,
+                payload, source_url, source_name, max_items=max_items, max_posting_bytes=max_posting_bytes,
+                partitions=partitions, only=only,
                 emit=lambda chunk: send(CHUNK, chunk), clock=time.monotonic,
             )
         except FeedError as exc:

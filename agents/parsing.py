@@ -15,7 +15,7 @@ no process holds a whole big feed's items. The worker only reads the pipe (async
   shutdown), and each child also dies with the worker (``PR_SET_PDEATHSIG``) if it is killed.
 
 Protocol on the pipes: frames of ``kind`` (1 byte) + body length (4 bytes, big-endian) + body.
-Worker → child: ``J`` ``marshal((source_url, source_name, max_items, max_posting_bytes, only, payload))``.
+Worker → child: ``J`` ``marshal((source_url, source_name, (max_items, max_posting_bytes, partitions), only, payload))``.
 Child → worker: ``C`` a chunk, ``E`` the summary (the end), ``F`` a feed error (its message,
 for ``import_logs``), ``X`` an internal error (logged; the child exits).
 """
@@ -178,11 +178,14 @@ class ParseJob:
 class ParserPool:
     """At most ``processes`` parse processes, each parsing one feed at a time under a deadline."""
 
-    def __init__(self, *, processes: int, timeout_seconds: float, max_items: int, max_posting_bytes: int | None = None) -> None:
+    def __init__(
+        self, *, processes: int, timeout_seconds: float, max_items: int, max_posting_bytes: int | None = None, partitions: int = 1
+    ) -> None:
         self.processes = processes
         self.timeout_seconds = timeout_seconds
         self.max_items = max_items
         self.max_posting_bytes = max_posting_bytes  # larger postings become failed items (see parse_in_chunks)
+        self.partitions = partitions  # jobs.parsed partitions: each posting row carries its key's partition
         self._idle: list[_Child] = []
         self._children: set[_Child] = set()
         self._slots: asyncio.Semaphore | None = None  # made on first use, inside the running loop
@@ -221,7 +224,7 @@ class ParserPool:
             child = child or await self._spawn()
             job = ParseJob(child, self.timeout_seconds)
             try:
-                body = marshal.dumps((source_url, source_name, self.max_items, self.max_posting_bytes,
+                body = marshal.dumps((source_url, source_name, (self.max_items, self.max_posting_bytes, self.partitions),
                                       frozenset(only) if only is not None else None, payload))
                 await job.send(body)
                 yield job

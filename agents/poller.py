@@ -1,4 +1,4 @@
-"""Poller agent: turn a run command into a fetched, parsed feed and one jobs.parsed event per posting.
+"""Poller agent: turn a run command into a fetched, parsed feed and jobs.parsed envelopes of its postings.
 
 Idempotent under redelivery: the raw payload is stored under the runId before anything is
 published, so a command replayed after a crash re-parses the same bytes and republishes the same
@@ -25,6 +25,7 @@ from agents import metrics
 from agents.fetch import FetchError, FetchResult, RefusedError, Validators, fetch_feed
 from agents.parsing import ParseFailed, ParserPool
 from models.egress import EgressPolicy
+from models.envelopes import pack
 from models.feed import FeedError
 from models.feedstream import FeedSummary, Row, tail_failure
 from models.runs import compact_failures, iso, outcomes_event
@@ -41,6 +42,9 @@ def attach(pipeline: Pipeline, store: Store, parsers: ParserPool) -> None:
     settings = pipeline.settings
     topics = pipeline.topics
     policy = EgressPolicy.from_settings(settings.fetch_allow_networks, settings.fetch_allow_ports)
+    # Well below the message limit: an envelope's size is estimated, and the dedupe agent's envelope
+    # of the same postings' change events is larger.
+    envelope_bytes = settings.kafka_max_message_bytes // 4
     now: Callable[[], datetime] = lambda: datetime.now(UTC)  # noqa: E731
 
     async def progress(run_id: str, event: dict[str, Any]) -> None:
@@ -127,24 +131,29 @@ def attach(pipeline: Pipeline, store: Store, parsers: ParserPool) -> None:
         return summary, job.handed_out, job.waited
 
     async def publish_rows(run_id: str, url: str, fetched_at: str, rows: list[Row]) -> tuple[int, int]:
-        """One jobs.parsed event per posting, and one outcomes event for the chunk's failed items; awaited."""
+        """The chunk's postings as envelopes, one or more per partition (``models/envelopes.py``), and one
+        outcomes event for its failed items; awaited until the broker has them."""
         pending: list[Awaitable[Any]] = []
         failures: list[dict[str, Any]] = []
+        postings: list[tuple[int, dict[str, Any]]] = []
         for row in rows:
-            if len(row) == 2:
-                seq, doc = row
-                value = {**doc, "runId": run_id, "seq": seq, "fetchedAt": fetched_at}
-                pending.append(await topics.parsed.send(key=doc["dedupeKey"], value=value))
+            if len(row) == 3:
+                seq, doc, partition = row
+                doc["seq"] = seq
+                postings.append((partition, doc))
             else:
                 seq, key, reason, stage = row
                 failures.append({"seq": seq, "outcome": "failed", "key": key, "reason": reason, "stage": stage})
+        header = {"type": "postings", "runId": run_id, "fetchedAt": fetched_at}
+        for partition, items in pack(postings, envelope_bytes):
+            pending.append(await topics.parsed.send(key=run_id, value={**header, "items": items}, partition=partition))
         if failures:
             event = outcomes_event(run_id, compact_failures(failures, settings.max_failures_kept), iso(now()))
             pending.append(await topics.progress.send(key=run_id, value=event))
             metrics.ITEMS.labels(feed=metrics.feed_label(url), outcome="failed").inc(len(failures))
         await asyncio.gather(*pending)
-        metrics.ITEMS_PARSED.labels(feed=metrics.feed_label(url)).inc(len(rows) - len(failures))
-        return len(rows) - len(failures), len(failures)
+        metrics.ITEMS_PARSED.labels(feed=metrics.feed_label(url)).inc(len(postings))
+        return len(postings), len(failures)
 
     async def stored_payload(run_id: str) -> FetchResult | None:
         stored = await until_reachable(partial(store.raw_feeds.find_one, {"_id": run_id}), f"run {run_id}")

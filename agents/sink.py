@@ -1,4 +1,4 @@
-"""Sink agent: windowed micro-batches of created/updated postings, written as unordered inserts/upserts.
+"""Sink agent: windowed micro-batches of ``jobs.upserts`` envelopes (change events), written as unordered inserts/upserts.
 
 The store cuts a batch into commands of at most ``MONGO_WRITE_BATCH`` statements, with at most
 ``MONGO_MAX_INFLIGHT_WRITES`` in flight, each with a ``MONGO_TIMEOUT_SECONDS`` deadline. A batch is
@@ -6,16 +6,19 @@ acked only after MongoDB accepted it. While MongoDB is unreachable (or a command
 deadline) the agent keeps retrying the same batch with back-off (back-pressure: the partition stops
 moving, nothing is dropped; the writes are idempotent, so a retry is safe). A posting
 MongoDB rejects becomes a failed item and a ``jobs.dlq`` message; the rest of the batch is written.
-After the write, the changes are published on ``jobs.changes`` for downstream consumers.
+After the write, the changes are published on ``jobs.changes`` for downstream consumers, one JSON
+message per change keyed by dedupeKey (SPEC §4), through the app's producer directly.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
-from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections import Counter, defaultdict
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -25,9 +28,11 @@ from pymongo.errors import PyMongoError
 
 from agents import metrics
 from models.dedupe import rejected_event
+from models.envelopes import partition_of
 from models.postings import job_insert, job_upsert, search_document, version_guard
 from models.runs import iso, outcomes_event, parse_iso
-from streams.app import Pipeline, ack_all, batches
+from streams.app import Pipeline, Topics, ack_all, batches
+from streams.settings import Settings
 from streams.store import DUPLICATE_KEY, Store, unreachable, until_reachable
 
 logger = logging.getLogger(__name__)
@@ -129,49 +134,71 @@ def write_error(error: Mapping[str, Any]) -> str:
     return f"write error {error.get('code')}: {error.get('errmsg')}"
 
 
-def attach(pipeline: Pipeline, store: Store) -> None:
-    topics = pipeline.topics
-    settings = pipeline.settings
+@dataclass
+class Sink:
+    """The sink step with its dependencies: the store, the pipeline's topics and producer, settings."""
 
-    async def write_timed(changes: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    store: Store
+    topics: Topics
+    producer: Any  # the app's producer: jobs.changes goes out through it without Faust's per-message machinery
+    settings: Settings
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+
+    async def write_timed(self, changes: Sequence[Mapping[str, Any]]) -> dict[str, str]:
         started = time.perf_counter()
-        rejected = await write_batch(store, changes)
+        rejected = await write_batch(self.store, changes)
         elapsed = time.perf_counter() - started
         metrics.BULK_WRITE_SECONDS.observe(elapsed)
         metrics.BATCH_SIZE.observe(len(changes))
         logger.info("bulk_write collection=jobs count=%d rejected=%d elapsed_ms=%.1f", len(changes), len(rejected), elapsed * 1000)
         return rejected
 
-    async def sink(stream: StreamT[Any]) -> None:
-        async for events in batches(stream, settings.batch_size, within=settings.batch_window_seconds):
-            changes = [event.value for event in events]
-            rejected = await until_reachable(partial(write_timed, changes), "batch (not acked)", on_retry=metrics.WRITE_RETRIES.inc)
-            written_at = datetime.now(UTC)
-            pending = []
-            outcomes: dict[str, list[dict[str, Any]]] = defaultdict(list)
-            for change in changes:
-                job = change["job"]
-                key, feed = job["dedupeKey"], job["sourceUrl"]
-                if key in rejected:
-                    item = {"seq": change["seq"], "outcome": "failed", "key": job.get("externalId") or key,
-                            "reason": rejected[key], "stage": "write"}
-                    dlq = {"reason": rejected[key], "stage": "write", "payload": change}
-                    pending.append(await topics.dlq.send(key=key, value=dlq))
-                    # The dedupe table already holds this fingerprint: make it forget, so the next run
-                    # writes the posting again instead of calling it unchanged.
-                    pending.append(await topics.parsed.send(key=key, value=rejected_event(change, rejected[key])))
-                else:
-                    item = {"seq": change["seq"], "outcome": change["type"]}
-                    pending.append(await topics.changes.send(key=key, value=change))
-                    fetched = parse_iso(change["occurredAt"])
-                    if fetched is not None:
-                        metrics.LATENCY_SECONDS.observe((written_at - fetched).total_seconds())
-                outcomes[change["runId"]].append(item)
-                metrics.ITEMS.labels(feed=metrics.feed_label(feed), outcome=item["outcome"]).inc()
-            at = iso(written_at)
-            for run_id, items in outcomes.items():
-                pending.append(await topics.progress.send(key=run_id, value=outcomes_event(run_id, items, at, batch=True)))
-            await asyncio.gather(*pending)
+    async def handle(self, changes: list[dict[str, Any]]) -> None:
+        """Write a batch of change events (retrying while the store is away), then publish what followed."""
+        rejected = await until_reachable(partial(self.write_timed, changes), "batch (not acked)", on_retry=metrics.WRITE_RETRIES.inc)
+        written_at = self.clock()
+        pending: list[Awaitable[Any]] = []
+        outcomes: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        counts: Counter[tuple[str, str]] = Counter()
+        changes_topic = self.settings.topic("jobs.changes")
+        for change in changes:
+            job = change["job"]
+            key = job["dedupeKey"]
+            if key in rejected:
+                item = {"seq": change["seq"], "outcome": "failed", "key": job.get("externalId") or key,
+                        "reason": rejected[key], "stage": "write"}
+                dlq = {"reason": rejected[key], "stage": "write", "payload": change}
+                pending.append(await self.topics.dlq.send(key=key, value=dlq))
+                # The dedupe table already holds this fingerprint: make it forget, so the next run writes
+                # the posting again instead of calling it unchanged (on the key's own partition).
+                pending.append(await self.topics.parsed.send(key=key, value=rejected_event(change, rejected[key]),
+                                                             partition=partition_of(key, self.settings.topic_partitions)))
+            else:
+                item = {"seq": change["seq"], "outcome": change["type"]}
+                pending.append(await self.producer.send(changes_topic, key.encode(), dumps(change), None, None, None))
+                fetched = parse_iso(change["occurredAt"])
+                if fetched is not None:
+                    metrics.LATENCY_SECONDS.observe((written_at - fetched).total_seconds())
+            outcomes[change["runId"]].append(item)
+            counts[(job["sourceUrl"], item["outcome"])] += 1
+        at = iso(written_at)
+        for run_id, items in outcomes.items():
+            pending.append(await self.topics.progress.send(key=run_id, value=outcomes_event(run_id, items, at, batch=True)))
+        await asyncio.gather(*pending)
+        for (url, outcome), count in counts.items():
+            metrics.ITEMS.labels(feed=metrics.feed_label(url), outcome=outcome).inc(count)
+
+    async def run(self, stream: StreamT[Any]) -> None:
+        async for events in batches(stream, max(1, self.settings.batch_size // 10), within=self.settings.batch_window_seconds):
+            await self.handle([change for event in events for change in event.value["items"]])
             await ack_all(stream, events)
 
-    pipeline.app.agent(topics.upserts, name="sink", concurrency=1)(sink)
+
+def dumps(value: Any) -> bytes:
+    """JSON as Faust's json codec writes it (compact), for messages sent without Faust's serializers."""
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+def attach(pipeline: Pipeline, store: Store) -> None:
+    sink = Sink(store, pipeline.topics, pipeline.app.producer, pipeline.settings)
+    pipeline.app.agent(pipeline.topics.upserts, name="sink", concurrency=1)(sink.run)

@@ -1,7 +1,13 @@
-"""Benchmark: a first import and a re-import of one N-posting feed through the real local stack.
+"""Benchmark: first import and unchanged re-import through the real local stack, beside its ceilings.
 
-Prints figures (postings/s end to end, worker peak memory); asserts nothing about speed.
-Usage: .venv/bin/python deploy/bench.py [--items 100000] [--partitions 8]
+In one run: the store's insert ceiling (raw ``insert_many`` of 500 into the same MongoDB), the
+broker's ceiling (raw aiokafka produce, acks=all, and consume of the same documents as JSON), then
+the pipeline importing ``--feeds`` feeds of ``--items`` postings each, first import and unchanged
+re-import, with the ratio of each to the ceilings and the worker's peak RSS. ``--profile DIR``
+records py-spy profiles (worker and parse processes) and prints the top own-time frames. Prints
+figures; asserts nothing about speed.
+
+Usage: .venv/bin/python deploy/bench.py [--feeds 100 --items 1000] [--profile .artifacts/profile]
 """
 
 from __future__ import annotations
@@ -9,15 +15,27 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
+import json
+import os
+import signal
+import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import pymongo  # noqa: E402
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: E402
+
+from models.feed import JobPosting, parse_feed  # noqa: E402
+from models.postings import change_event, job_insert, posting_json  # noqa: E402
 from models.registry import FeedEntry  # noqa: E402
 from streams.cli import import_feeds  # noqa: E402
 from tests.support import WORKER_READY, FeedServer, Process, isolated_env, mongo_db, rss, settings_of  # noqa: E402
@@ -30,41 +48,142 @@ def peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
+def profiler(folder: Path, label: str, pid: int) -> subprocess.Popen[bytes]:
+    """py-spy sampling the worker and its parse processes until interrupted (collapsed stacks).
+
+    ``--nonblocking``: py-spy does not stop the processes to sample them.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--subprocesses", "--format", "raw",  # noqa: S603
+                             "--rate", "50", "--nonblocking", "--pid", str(pid), "--output", str(folder / f"{label}.txt")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def top_costs(path: Path, count: int = 8) -> str:
+    """The functions with the most samples on top of the stack (own time), from collapsed stacks."""
+    own: Counter[str] = Counter()
+    total = 0
+    for line in path.read_text().splitlines() if path.exists() else []:
+        stack, _, samples = line.rpartition(" ")
+        own[stack.split(";")[-1]] += int(samples)
+        total += int(samples)
+    rows = [f"    {n / total:6.1%}  {frame[:110]}" for frame, n in own.most_common(count)] if total else ["    (no samples)"]
+    return f"  top own-time frames ({path.name}, {total} samples):\n" + "\n".join(rows)
+
+
+def feed_items(feed: int, items: int) -> list[dict[str, Any]]:
+    return [{"guid": f"job-{feed}-{i}", "title": f"Engineer {i}", "company": f"Company {i % 997}",
+             "description": "<p>Build things. " + "Lorem ipsum dolor sit amet. " * 8 + "</p>"} for i in range(items)]
+
+
+def sample_changes(body: bytes, url: str) -> list[dict[str, Any]]:
+    """The change events the pipeline would write for a feed: the ceilings move the same documents."""
+    parsed = [posting_json(p) for p in parse_feed(body, url, "bench").items if isinstance(p, JobPosting)]
+    return [change_event({**doc, "runId": "ceiling", "seq": i}, "created", 1, "2025-01-06T10:00:00Z") for i, doc in enumerate(parsed)]
+
+
+def store_ceiling(mongo_url: str, changes: list[dict[str, Any]], total: int) -> float:
+    """Raw ``insert_many`` of 500 ``jobs``-shaped documents into a scratch database: documents/s."""
+    client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(mongo_url)
+    db = client[f"ceiling_{uuid.uuid4().hex[:8]}"]
+    try:
+        written, started = 0, time.perf_counter()
+        while written < total:
+            size = min(500, total - written)
+            batch = [{**job_insert(changes[(written + i) % len(changes)]), "_id": f"c{written + i}"} for i in range(size)]
+            db.jobs.insert_many(batch, ordered=False)
+            written += len(batch)
+        return total / (time.perf_counter() - started)
+    finally:
+        client.drop_database(db.name)
+        client.close()
+
+
+async def broker_ceiling(bootstrap: str, changes: list[dict[str, Any]], total: int, partitions: int) -> float:
+    """Raw aiokafka: produce (acks=all) and consume ``total`` of the documents as JSON: documents/s."""
+    topic = f"ceiling-{uuid.uuid4().hex[:8]}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    await admin.create_topics([NewTopic(topic, partitions, 1)])
+    values = [json.dumps(change).encode() for change in changes]
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_batch_size=512 * 1024)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, max_partition_fetch_bytes=8 * 1024 * 1024)
+    await producer.start()
+    await consumer.start()
+    try:
+        started = time.perf_counter()
+        futures = [await producer.send(topic, values[i % len(values)], key=f"k{i}".encode(), partition=i % partitions)
+                   for i in range(total)]
+        await asyncio.gather(*futures)
+        consumer.assign([TopicPartition(topic, p) for p in range(partitions)])
+        await consumer.seek_to_beginning()
+        received = 0
+        while received < total:
+            for records in (await consumer.getmany(timeout_ms=1000, max_records=10_000)).values():
+                received += sum(1 for record in records if json.loads(record.value or b"null"))
+        return total / (time.perf_counter() - started)
+    finally:
+        await producer.stop()
+        await consumer.stop()
+        await admin.delete_topics([topic])
+        await admin.close()
+
+
 async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--items", type=int, default=100_000)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--feeds", type=int, default=1)
+    parser.add_argument("--items", type=int, default=100_000, help="postings per feed")
     parser.add_argument("--partitions", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--profile", type=Path, help="record py-spy profiles of the worker (and its parse processes) here")
     args = parser.parse_args()
-    import os
-
-    unique = uuid.uuid4().hex[:8]
+    kafka = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+    mongo_url = os.environ.get("MONGO_URL", "mongodb://127.0.0.1:27017")
+    total = args.feeds * args.items
     workdir = Path(tempfile.mkdtemp(prefix="jobstream-bench-"))
-    env = isolated_env(os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
-                       os.environ.get("MONGO_URL", "mongodb://127.0.0.1:27017"), f"bench{unique}", workdir,
+    env = isolated_env(kafka, mongo_url, f"bench{uuid.uuid4().hex[:8]}", workdir,
                        TOPIC_PARTITIONS=str(args.partitions), BATCH_SIZE=str(args.batch_size), BATCH_WINDOW_SECONDS="1.0",
                        LOG_LEVEL="INFO", REPAIR_AFTER_SECONDS="60")
-    items = [{"guid": f"job-{i}", "title": f"Engineer {i}", "company": f"Company {i % 997}",
-              "description": "<p>Build things. " + "Lorem ipsum dolor sit amet. " * 8 + "</p>"} for i in range(args.items)]
-    body = rss(items)
     server = FeedServer()
     await server.start()
-    url = server.put("bench.xml", body, conditional=False)
+    bodies = [rss(feed_items(f, args.items)) for f in range(args.feeds)]
+    urls = [server.put(f"bench-{f}.xml", body, conditional=False) for f, body in enumerate(bodies)]
+    print(f"{args.feeds} feed(s) x {args.items:,} postings = {total:,} postings, {sum(map(len, bodies)) / 1e6:.1f} MB; "
+          f"partitions={args.partitions}", flush=True)
+    changes = sample_changes(rss(feed_items(0, 2000)), urls[0])
+    ceiling_n = min(total, 100_000)
+    store = store_ceiling(mongo_url, changes, ceiling_n)
+    print(f"store ceiling:  {store:9,.0f} docs/s (raw insert_many of 500, {ceiling_n:,} documents)", flush=True)
+    broker = await broker_ceiling(kafka, changes, ceiling_n, args.partitions)
+    print(f"broker ceiling: {broker:9,.0f} docs/s (raw aiokafka produce acks=all + consume, JSON, {ceiling_n:,} documents)", flush=True)
     worker = Process("worker", env, workdir / "worker.log")
     worker.start(WORKER_READY)
     if worker.proc is None:
         raise RuntimeError("worker did not start")
-    print(f"feed: {args.items} postings, {len(body) / 1e6:.1f} MB; partitions={args.partitions} batch={args.batch_size}")
     try:
         for label in ("first import", "re-import (unchanged)"):
+            name = label.split()[0]
+            spy = profiler(args.profile, name, worker.proc.pid) if args.profile else None
             started = time.perf_counter()
-            runs = await import_feeds(settings_of(env), [FeedEntry(url, "bench")], 1800, io.StringIO())
+            runs = await import_feeds(settings_of(env), [FeedEntry(url, url.rsplit("/", 1)[-1]) for url in urls], 3600, io.StringIO())
             elapsed = time.perf_counter() - started
-            [run] = runs.values()
-            print(f"{label:22} status={run['status']} new={run['newJobs']} updated={run['updatedJobs']} "
-                  f"unchanged={run['unchangedJobs']} failed={run['failedJobs']} "
-                  f"wall={elapsed:.1f}s  {args.items / elapsed:,.0f} postings/s  worker peak RSS={peak_rss_mib(worker.proc.pid):.0f} MiB")
-        print(f"jobs in MongoDB: {mongo_db(env).jobs.count_documents({})}")
+            counts: Counter[str] = Counter()
+            for run in runs.values():
+                counts.update({k: int(run.get(k) or 0) for k in ("newJobs", "updatedJobs", "unchangedJobs", "failedJobs")})
+                counts[run["status"]] += 1
+            rate = total / elapsed
+            parse_seconds = sum(float((run.get("meta") or {}).get("parseSeconds") or 0) for run in runs.values())
+            print(f"{label:22} {rate:8,.0f} postings/s = {rate / store:.2f}x store, {rate / broker:.2f}x broker; wall {elapsed:.1f}s; "
+                  f"runs {dict((k, v) for k, v in counts.items() if not k.endswith('Jobs'))}; "
+                  f"new={counts['newJobs']} updated={counts['updatedJobs']} unchanged={counts['unchangedJobs']} "
+                  f"failed={counts['failedJobs']}; parse wait {parse_seconds:.1f}s; "
+                  f"worker peak RSS {peak_rss_mib(worker.proc.pid):.0f} MiB",
+                  flush=True)
+            if spy is not None:
+                spy.send_signal(signal.SIGINT)
+                spy.wait(60)
+                print(top_costs(args.profile / f"{name}.txt"))
+        print(f"jobs in MongoDB: {mongo_db(env).jobs.estimated_document_count():,}")
     finally:
         worker.stop()
         await server.stop()

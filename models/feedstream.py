@@ -6,10 +6,11 @@ runs :func:`parse_in_chunks`, which hands each chunk of a few hundred normalised
 publishes it before the next arrives, so neither process ever holds a whole big feed's items.
 
 Encoding: ``marshal`` (stdlib, a few µs per posting both ways, and interned dict keys are written
-once per chunk) of ``(FORMAT, handed_out, rows)``. A posting row is ``(seq, document)``, the
-document in ``jobs.parsed``'s JSON shape (:func:`models.postings.posting_json`, so its fields,
-dedupe key and fingerprint are exactly those of :func:`models.feed.parse_feed`); a failure row
-is ``(seq, key, reason, stage)``. ``handed_out`` counts the items parsed so far, failures and
+once per chunk) of ``(FORMAT, handed_out, rows)``. A posting row is ``(seq, document, partition)``,
+the document in ``jobs.parsed``'s JSON shape (:func:`models.postings.posting_json`, so its fields,
+dedupe key and fingerprint are exactly those of :func:`models.feed.parse_feed`) and the partition
+of its dedupeKey (:func:`models.envelopes.partition_of`, computed here, off the worker's core); a
+failure row is ``(seq, key, reason, stage)``. ``handed_out`` counts the items parsed so far, failures and
 rows left out by ``only`` included. Both ends are this same program, so marshal's lack of
 validation is no trust boundary: it carries no code, only tuples, dicts and strings.
 """
@@ -22,6 +23,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
+from models.envelopes import partition_of
 from models.feed import ItemFailure, JobPosting, stream_feed
 from models.postings import posting_json
 from models.runs import clip
@@ -38,13 +40,13 @@ __all__ = [
     "tail_failure",
 ]
 
-FORMAT = 1
+FORMAT = 2
 CHUNK_ITEMS = 500
 CHUNK_CHARS = 1_000_000  # flush earlier when descriptions are large: a chunk stays a few MB at most
 FLUSH_SECONDS = 0.5  # and when items come slowly, so the worker sees progress (and the deadline sees it)
 
 Row = tuple[Any, ...]
-"""``(seq, document)`` for a posting, ``(seq, key, reason, stage)`` for a failed item."""
+"""``(seq, document, partition)`` for a posting, ``(seq, key, reason, stage)`` for a failed item."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +95,7 @@ def parse_in_chunks(
     clock: Callable[[], float],
     only: Collection[int] | None = None,
     max_posting_bytes: int | None = None,
+    partitions: int = 1,
     chunk_items: int = CHUNK_ITEMS,
     chunk_chars: int = CHUNK_CHARS,
     flush_seconds: float = FLUSH_SECONDS,
@@ -101,7 +104,8 @@ def parse_in_chunks(
 
     ``only`` keeps just those sequence numbers (a repair republishes a few items). A posting larger
     than ``max_posting_bytes`` as JSON becomes a failed item (stage ``publish``): the broker would
-    refuse its message, and with it the whole chunk. Raises
+    refuse its message, and with it the whole chunk. ``partitions`` is the topic's partition count.
+    Raises
     :class:`models.feed.FeedError` like :func:`models.feed.stream_feed`; chunks emitted before
     such an error stay valid (items are handed out only once the whole document is known to be
     well-formed, so this happens only for nesting deeper than ``MAX_DEPTH``).
@@ -130,7 +134,7 @@ def parse_in_chunks(
                 doc = posting_json(item)
                 size = None if max_posting_bytes is None else oversized(doc, max_posting_bytes)
                 if size is None:
-                    rows.append((seq, doc))
+                    rows.append((seq, doc, partition_of(item.dedupe_key, partitions) if partitions > 1 else 0))
                     chars += len(item.description) + len(item.title) + 200
                 else:
                     reason = too_large_reason(size, max_posting_bytes or 0)

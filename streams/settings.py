@@ -54,6 +54,9 @@ class Settings:
     # The store: the most statements one write command carries (FerretDB 1.24 as shipped wedges at
     # 100), how many write commands one process has in flight, and deadlines of one store call.
     mongo_write_batch: int = 50
+    # Inserts never wedged it (FerretDB as shipped takes insert_many of 500), and a command's fixed
+    # cost is most of an insert's: larger commands for them.
+    mongo_insert_batch: int = 500
     mongo_max_inflight_writes: int = 2
     mongo_timeout_seconds: float = 60.0
     api_store_timeout_seconds: float = 5.0
@@ -135,6 +138,7 @@ class Settings:
             "REPAIR_AFTER_SECONDS": self.repair_after_seconds,
             "RUNS_RETENTION_HOURS": self.runs_retention_hours,
             "MONGO_WRITE_BATCH": self.mongo_write_batch,
+            "MONGO_INSERT_BATCH": self.mongo_insert_batch,
             "MONGO_MAX_INFLIGHT_WRITES": self.mongo_max_inflight_writes,
             "MONGO_TIMEOUT_SECONDS": self.mongo_timeout_seconds,
             "API_STORE_TIMEOUT_SECONDS": self.api_store_timeout_seconds,

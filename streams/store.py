@@ -111,6 +111,7 @@ class Store:
             timeoutMS=deadline * 1000, event_listeners=list(event_listeners),
         )
         self.write_batch = settings.mongo_write_batch
+        self.insert_batch = settings.mongo_insert_batch
         self.write_gate = asyncio.Semaphore(settings.mongo_max_inflight_writes)
         self.db: AsyncDatabase[Document] = self.client[settings.mongo_db]
         self.jobs: AsyncCollection[Document] = self.db["jobs"]
@@ -224,7 +225,7 @@ class Store:
             return await command()
 
     async def insert_unordered(self, collection: AsyncCollection[Document], documents: Sequence[Document]) -> list[Document]:
-        """Unordered inserts in commands of at most ``write_batch``; return the ``writeErrors`` (``index`` into ``documents``).
+        """Unordered inserts in commands of at most ``insert_batch``; return the ``writeErrors`` (``index`` into ``documents``).
 
         Raises what ``unreachable`` recognises (the caller retries); other errors are per document.
         """
@@ -238,7 +239,7 @@ class Store:
                 return remap_errors(exc.details.get("writeErrors", []), offset)
             return []
 
-        return await self._each_chunk(documents, insert)
+        return await self._each_chunk(documents, insert, self.insert_batch)
 
     async def bulk_upsert(
         self, collection: AsyncCollection[Document], writes: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]]
@@ -295,14 +296,14 @@ class Store:
             await self.write(partial(collection.replace_one, dict(filter_), dict(update), upsert=True))
 
     async def _each_chunk(
-        self, items: Sequence[T], command: Callable[[int, Sequence[T]], Awaitable[list[Document]]]
+        self, items: Sequence[T], command: Callable[[int, Sequence[T]], Awaitable[list[Document]]], size: int | None = None
     ) -> list[Document]:
         """Run ``command(offset, chunk)`` for every chunk at once (the gate bounds how many reach the store).
 
         The first failure cancels the other chunks and is raised as it is (not as an ExceptionGroup),
         so callers and ``until_reachable`` see the pymongo error.
         """
-        tasks = [asyncio.ensure_future(command(offset, chunk)) for offset, chunk in chunked(items, self.write_batch)]
+        tasks = [asyncio.ensure_future(command(offset, chunk)) for offset, chunk in chunked(items, size or self.write_batch)]
         try:
             results = await asyncio.gather(*tasks)
         except BaseException:

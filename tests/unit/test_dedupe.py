@@ -1,4 +1,4 @@
-"""classify(): created / updated / unchanged, and replays keep their first outcome."""
+"""classify(): created / updated / unchanged, table writes only on change, and redeliveries keep their first outcome."""
 
 from __future__ import annotations
 
@@ -6,71 +6,94 @@ from typing import Any
 
 import pytest
 
-from models.dedupe import RECENT_KEPT, classify, forget_rejected, rejected_event
+from models.dedupe import RECENT_KEPT, Classification, classify, forget_rejected, rejected_event
+from models.envelopes import pack, partition_of, size_bound
+
+
+def written(result: Classification) -> dict[str, Any]:
+    assert result.state is not None, f"{result.outcome} must write the table"
+    return result.state
 
 
 def test_first_sight_is_created_version_1() -> None:
-    result = classify(None, "fp1", "run-1", 0)
+    result = classify(None, "fp1", "run-1", 0, (10, 0))
     assert (result.outcome, result.version, result.replayed) == ("created", 1, False)
-    assert result.state["fingerprint"] == "fp1" and result.state["version"] == 1
+    state = written(result)
+    assert (state["fingerprint"], state["version"], state["pos"]) == ("fp1", 1, [10, 0])
 
 
 @pytest.mark.parametrize(
-    ("fingerprint", "outcome", "version"),
-    [("fp1", "unchanged", 3), ("fp2", "updated", 4)],
+    ("fingerprint", "outcome", "version", "writes"),
+    [("fp1", "unchanged", 3, False), ("fp2", "updated", 4, True)],
 )
-def test_known_key_is_unchanged_or_updated(fingerprint: str, outcome: str, version: int) -> None:
-    previous = {"fingerprint": "fp1", "version": 3, "recent": [["run-0", 5, "updated", 3]]}
-    result = classify(previous, fingerprint, "run-1", 7)
-    assert (result.outcome, result.version) == (outcome, version)
-    assert result.state["recent"][0] == ["run-1", 7, outcome, version]
+def test_known_key_is_unchanged_or_updated_and_only_a_change_is_written(
+    fingerprint: str, outcome: str, version: int, writes: bool
+) -> None:
+    previous = {"fingerprint": "fp1", "version": 3, "recent": [["run-0", 5, "updated", 3]], "pos": [4, 2]}
+    result = classify(previous, fingerprint, "run-1", 7, (9, 0))
+    assert (result.outcome, result.version, result.replayed) == (outcome, version, False)
+    assert (result.state is not None) == writes
+    if writes:
+        assert written(result)["recent"][0] == ["run-1", 7, outcome, version] and written(result)["pos"] == [9, 0]
 
 
-def test_replayed_item_gets_its_original_outcome_not_unchanged() -> None:
-    created = classify(None, "fp1", "run-1", 4)
-    replay = classify(created.state, "fp1", "run-1", 4)
-    assert (replay.outcome, replay.version, replay.replayed) == ("created", 1, True)
-    assert replay.state is created.state
+def test_redelivered_change_gets_its_original_outcome_and_writes_nothing() -> None:
+    created = written(classify(None, "fp1", "run-1", 4, (3, 4)))
+    replay = classify(created, "fp1", "run-1", 4, (3, 4))
+    assert (replay.outcome, replay.version, replay.replayed, replay.state) == ("created", 1, True, None)
+    update = written(classify(created, "fp2", "run-2", 0, (8, 0)))
+    assert classify(update, "fp2", "run-2", 0, (8, 0)).outcome == "updated"
 
 
-def test_replay_of_an_update_keeps_the_version() -> None:
-    first = classify(None, "fp1", "run-1", 0)
-    update = classify(first.state, "fp2", "run-2", 0)
-    replay = classify(update.state, "fp2", "run-2", 0)
-    assert (replay.outcome, replay.version) == ("updated", 2)
+def test_redelivered_unchanged_posting_before_a_later_change_stays_unchanged() -> None:
+    # run-1 saw fp1 unchanged at offset 5 (no write); run-2 then changed the key at offset 9.
+    state = {"fingerprint": "fp1", "version": 1, "recent": [["run-0", 0, "created", 1]], "pos": [2, 0]}
+    assert classify(state, "fp1", "run-1", 0, (5, 0)).state is None
+    state = written(classify(state, "fp2", "run-2", 0, (9, 0)))
+    # A crash makes both envelopes come again, in order: each keeps its first outcome.
+    again = classify(state, "fp1", "run-1", 0, (5, 0))
+    assert (again.outcome, again.replayed, again.state) == ("unchanged", True, None)
+    assert classify(state, "fp2", "run-2", 0, (9, 0)).outcome == "updated"
 
 
-def test_same_item_twice_in_one_feed_is_not_a_replay() -> None:
-    first = classify(None, "fp1", "run-1", 0)
-    second = classify(first.state, "fp1", "run-1", 9)
+def test_same_item_twice_in_one_envelope_is_not_a_replay() -> None:
+    first = written(classify(None, "fp1", "run-1", 0, (7, 0)))
+    second = classify(first, "fp1", "run-1", 9, (7, 5))
     assert (second.outcome, second.replayed) == ("unchanged", False)
 
 
-def test_memory_of_recent_runs_is_bounded() -> None:
-    state = classify(None, "fp", "run-0", 0).state
+def test_memory_of_recent_changes_is_bounded() -> None:
+    state = written(classify(None, "fp0", "run-0", 0, (0, 0)))
     for i in range(1, RECENT_KEPT * 3):
-        state = classify(state, "fp", f"run-{i}", 0).state
-    assert len(state["recent"]) == RECENT_KEPT
+        state = written(classify(state, f"fp{i}", f"run-{i}", 0, (i, 0)))
+    assert len(state["recent"]) == RECENT_KEPT and state["version"] == RECENT_KEPT * 3
+
+
+def test_a_value_written_before_positions_existed_still_works() -> None:
+    old = {"fingerprint": "fp1", "version": 2, "recent": [["run-1", 3, "updated", 2]]}
+    assert classify(old, "fp1", "run-1", 3, (0, 0)).outcome == "updated", "a recorded change is recognised"
+    assert classify(old, "fp1", "run-2", 3, (0, 0)).outcome == "unchanged"
 
 
 @pytest.mark.parametrize(
-    ("previous", "rejected", "expected"),
+    ("previous", "rejected", "version", "expected"),
     [
-        (None, "fp1", None),  # the table never knew the key
-        ({"fingerprint": "fp2", "version": 2, "recent": []}, "fp1", None),  # a newer fingerprint meanwhile decides
-        ({"fingerprint": "fp1", "version": 2, "recent": [["r", 0, "updated", 2]]}, "fp1",
+        (None, "fp1", 1, None),  # the table never knew the key
+        ({"fingerprint": "fp2", "version": 2, "recent": []}, "fp1", 1, None),  # a newer fingerprint meanwhile decides
+        ({"fingerprint": "fp1", "version": 3, "recent": []}, "fp1", 2, None),  # written again since: a redelivery
+        ({"fingerprint": "fp1", "version": 2, "recent": [["r", 0, "updated", 2]]}, "fp1", 2,
          {"fingerprint": None, "version": 2, "recent": [["r", 0, "updated", 2]]}),
     ],
 )
-def test_forget_rejected(previous: dict[str, Any] | None, rejected: str, expected: dict[str, Any] | None) -> None:
-    assert forget_rejected(previous, rejected) == expected
+def test_forget_rejected(previous: dict[str, Any] | None, rejected: str, version: int, expected: dict[str, Any] | None) -> None:
+    assert forget_rejected(previous, rejected, version) == expected
 
 
 def test_after_a_rejection_the_same_content_is_updated_with_a_higher_version() -> None:
-    created = classify(None, "fp1", "run-1", 0)
-    forgotten = forget_rejected(created.state, "fp1")
+    created = written(classify(None, "fp1", "run-1", 0, (1, 0)))
+    forgotten = forget_rejected(created, "fp1", 1)
     assert forgotten is not None
-    again = classify(forgotten, "fp1", "run-2", 0)
+    again = classify(forgotten, "fp1", "run-2", 0, (6, 0))
     assert (again.outcome, again.version) == ("updated", 2), "not unchanged: MongoDB does not hold it"
 
 
@@ -78,3 +101,24 @@ def test_rejected_event_is_small_and_keyed_by_the_posting() -> None:
     change = {"job": {"dedupeKey": "k1"}, "fingerprint": "fp", "version": 3, "runId": "r", "seq": 7}
     event = rejected_event(change, "x" * 10_000)
     assert event["type"] == "rejected" and event["dedupeKey"] == "k1" and len(event["reason"]) == 256
+
+
+def test_partition_of_is_kafkas_default_partitioner() -> None:
+    # Values of the Java client's Utils.toPositive(Utils.murmur2(key)) % 8 for these keys.
+    from aiokafka.partitioner import DefaultPartitioner  # noqa: PLC0415
+
+    keys = [f"{i:040x}" for i in range(200)]
+    assert [partition_of(k, 8) for k in keys] == [DefaultPartitioner()(k.encode(), list(range(8)), list(range(8))) for k in keys]
+
+
+def test_pack_groups_by_partition_keeps_order_and_caps_envelopes() -> None:
+    items = [(i % 3, {"dedupeKey": f"k{i}", "seq": i, "description": "x" * 1000}) for i in range(30)]
+    envelopes = pack(items, max_bytes=5 * size_bound(items[0][1]), max_items=4)
+    for partition, batch in envelopes:
+        assert all(item["seq"] % 3 == partition for item in batch) and 1 <= len(batch) <= 4
+    for partition in range(3):
+        seqs = [item["seq"] for p, batch in envelopes if p == partition for item in batch]
+        assert seqs == list(range(partition, 30, 3)), "order within a partition is kept"
+    huge = [(0, {"dedupeKey": "big", "seq": 0, "description": "é" * 10_000})]
+    assert pack(huge, max_bytes=1000) == [(0, [huge[0][1]])], "an item over the cap goes alone"
+    assert size_bound({"description": "é" * 10}) >= len('"é"'.encode()) * 10

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from models.envelopes import partition_of
 from models.feed import FeedError, ItemFailure, JobPosting, parse_feed
 from models.feedstream import (
     FeedSummary,
@@ -56,7 +57,7 @@ def expected_rows(payload: bytes) -> list[Row]:
     rows: list[Row] = []
     for seq, item in enumerate(parse_feed(payload, SRC, "Example").items):
         if isinstance(item, JobPosting):
-            rows.append((seq, posting_json(item)))
+            rows.append((seq, posting_json(item), 0))
         else:
             assert isinstance(item, ItemFailure)
             rows.append((seq, item.key, item.reason, item.stage))
@@ -167,12 +168,12 @@ def test_a_posting_too_large_for_a_message_is_one_failed_item() -> None:
     payload = f'<?xml version="1.0"?><rss version="2.0"><channel><title>T</title>{small}{large}{small}</channel></rss>'.encode()
     chunks, summary = collect(payload, max_posting_bytes=100_000)
     rows = rows_of(chunks)
-    assert summary.items == 3 and [len(row) for row in rows] == [2, 4, 2]
+    assert summary.items == 3 and [len(row) for row in rows] == [3, 4, 3]
     seq, key, reason, stage = rows[1]
     assert (seq, key, stage) == (1, "l", "publish")
     assert reason.startswith("posting too large for the broker: 180,") and "limit 100,000" in reason
     # Without a limit (or under a large one) the same posting goes through.
-    assert [len(row) for row in rows_of(collect(payload, max_posting_bytes=200_000)[0])] == [2, 2, 2]
+    assert [len(row) for row in rows_of(collect(payload, max_posting_bytes=200_000)[0])] == [3, 3, 3]
 
 
 def test_oversized_bounds_any_codec_and_is_cheap_when_clearly_small() -> None:
@@ -181,3 +182,9 @@ def test_oversized_bounds_any_codec_and_is_cheap_when_clearly_small() -> None:
     assert size is not None and size >= len(json.dumps(doc, ensure_ascii=False).encode()), "escaped size bounds UTF-8"
     assert oversized(doc, 20_000) is None
     assert oversized({"title": "x" * 100}, 10_000) is None
+
+
+def test_posting_rows_carry_the_partition_of_their_key() -> None:
+    rows = rows_of(collect(big_feed(200), partitions=8)[0])
+    assert {row[2] for row in rows} == set(range(8))
+    assert all(row[2] == partition_of(row[1]["dedupeKey"], 8) for row in rows)
