@@ -54,6 +54,7 @@ class Service:
     command: Callable[[], list[str]]
     ready: Callable[[], bool]
     timeout: float
+    env: tuple[tuple[str, str], ...] = ()  # this process's own settings, over the shared environment
 
     @property
     def pid_file(self) -> Path:
@@ -343,7 +344,7 @@ def start(service: Service) -> bool:
     with service.log_file.open("ab") as out:
         proc = subprocess.Popen(  # noqa: S603
             command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            cwd=ROOT, env=app_env(), start_new_session=True,
+            cwd=ROOT, env={**app_env(), **dict(service.env)}, start_new_session=True,
         )
     service.pid_file.write_text(str(proc.pid))
     deadline = time.monotonic() + service.timeout
@@ -377,7 +378,24 @@ def stop(service: Service) -> None:
 
 KAFKA = Service("kafka", KAFKA_PORT, kafka_command, kafka_ready, timeout=120)
 FERRETDB = Service("ferretdb", MONGO_PORT, ferretdb_command, mongo_ready, timeout=60)
-WORKER = Service("worker", WORKER_METRICS_PORT, worker_command, http_ready(WORKER_METRICS_PORT, "/metrics"), timeout=120)
+def worker_count() -> int:
+    """``WORKERS`` (SPEC §6): worker processes ``make run`` starts, sharing the partitions; default the core count."""
+    raw = os.environ.get("WORKERS", "").strip()
+    if not raw:
+        return os.cpu_count() or 1
+    if not raw.isdigit() or not 1 <= int(raw) <= 64:
+        raise StackError(f"WORKERS must be a whole number from 1 to 64, got {raw!r}")
+    return int(raw)
+
+
+def worker(index: int) -> Service:
+    """Worker ``index``: its own metrics port (WORKER_METRICS_PORT + index) and table directory."""
+    port = WORKER_METRICS_PORT + index
+    return Service(f"worker-{index}", port, worker_command, http_ready(port, "/metrics"), timeout=120,
+                   env=(("WORKER_METRICS_PORT", str(port)), ("DATA_DIR", str(STATE / "worker" / str(index)))))
+
+
+MAX_WORKERS = 64  # every worker this stack may have started, for ``down`` and ``status``
 API = Service("api", API_PORT, api_command, http_ready(API_PORT, "/health"), timeout=60)
 
 
@@ -395,9 +413,16 @@ def infrastructure() -> list[Service]:
     return services
 
 
+def started_workers() -> list[Service]:
+    """The workers with a PID file (however many WORKERS was when they were started)."""
+    legacy = Service("worker", WORKER_METRICS_PORT, worker_command, http_ready(WORKER_METRICS_PORT, "/metrics"), timeout=120)
+    candidates = [legacy] + [worker(i) for i in range(MAX_WORKERS)]  # "worker": one started before WORKERS existed
+    return [service for service in candidates if service.pid_file.exists()]
+
+
 def up(with_app: bool, record: Path | None) -> None:
     """Start what is missing; ``record`` lists what this call started, for a matching ``down``."""
-    services = infrastructure() + ([WORKER, API] if with_app else [])
+    services = infrastructure() + ([worker(i) for i in range(worker_count())] + [API] if with_app else [])
     started: list[str] = []
     try:
         for service in services:
@@ -410,7 +435,9 @@ def up(with_app: bool, record: Path | None) -> None:
     log(f"Kafka:   {env['KAFKA_BOOTSTRAP_SERVERS']}")
     log(f"MongoDB: {redact(env['MONGO_URL'])}")
     if with_app:
-        log(f"worker metrics: http://127.0.0.1:{WORKER_METRICS_PORT}/metrics")
+        count = worker_count()
+        log(f"workers: {count} (WORKERS), metrics on http://127.0.0.1:{WORKER_METRICS_PORT}/metrics"
+            + (f" to :{WORKER_METRICS_PORT + count - 1}" if count > 1 else ""))
         log(f"dashboard:      http://127.0.0.1:{API_PORT}/")
     log(f"logs in {LOGS}; stop with `make stop`")
 
@@ -418,7 +445,7 @@ def up(with_app: bool, record: Path | None) -> None:
 def down(record: Path | None) -> None:
     """Stop our services; with ``record``, only those the matching ``up`` started."""
     only = set(record.read_text().split()) if record is not None and record.exists() else None
-    for service in (API, WORKER, KAFKA, FERRETDB):
+    for service in (API, *started_workers(), KAFKA, FERRETDB):
         if only is None or service.name in only:
             stop(service)
     if record is not None:
@@ -426,7 +453,7 @@ def down(record: Path | None) -> None:
 
 
 def status() -> int:
-    for service in (KAFKA, FERRETDB, WORKER, API):
+    for service in (KAFKA, FERRETDB, *started_workers(), API):
         pid = running_pid(service)
         state = f"running (pid {pid}) on 127.0.0.1:{service.port}" if pid else "not running"
         print(f"{service.name:9} {state}")
