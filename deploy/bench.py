@@ -129,12 +129,30 @@ async def broker_ceiling(bootstrap: str, changes: list[dict[str, Any]], total: i
         await admin.close()
 
 
+async def small_feed_latency(env: dict[str, str], server: FeedServer, runs: int) -> None:
+    """Request to completed in ``import_logs`` (the run's own timestamps) for a 100-item feed, one run at a time."""
+    db = mongo_db(env)
+    took: list[float] = []
+    for i in range(runs):
+        url = server.put(f"small-{i}.xml", rss(feed_items(10_000 + i, 100)), conditional=False)
+        [run] = (await import_feeds(settings_of(env), [FeedEntry(url, "small")], 120, io.StringIO())).values()
+        row = db.import_logs.find_one({"_id": run["runId"]}) or {}
+        if row.get("status") == "completed" and row.get("finishedAt") and row.get("requestedAt"):
+            took.append((row["finishedAt"] - row["requestedAt"]).total_seconds())
+    took.sort()
+    if took:
+        p95 = took[min(len(took) - 1, round(0.95 * (len(took) - 1)))]
+        print(f"100-item feed, request to completed: p50 {took[len(took) // 2]:.2f}s p95 {p95:.2f}s max {took[-1]:.2f}s "
+              f"({len(took)} of {runs} runs completed)")
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--feeds", type=int, default=1)
     parser.add_argument("--items", type=int, default=100_000, help="postings per feed")
     parser.add_argument("--partitions", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--small-runs", type=int, default=0, help="then time this many runs of a 100-item feed, one at a time")
     parser.add_argument("--profile", type=Path, help="record py-spy profiles of the worker (and its parse processes) here")
     args = parser.parse_args()
     kafka = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
@@ -184,6 +202,8 @@ async def main() -> None:
                 spy.wait(60)
                 print(top_costs(args.profile / f"{name}.txt"))
         print(f"jobs in MongoDB: {mongo_db(env).jobs.estimated_document_count():,}")
+        if args.small_runs:
+            await small_feed_latency(env, server, args.small_runs)
     finally:
         worker.stop()
         await server.stop()
