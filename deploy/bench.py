@@ -162,9 +162,10 @@ async def main() -> None:
     env = isolated_env(kafka, mongo_url, f"bench{uuid.uuid4().hex[:8]}", workdir,
                        TOPIC_PARTITIONS=str(args.partitions), BATCH_SIZE=str(args.batch_size), BATCH_WINDOW_SECONDS="1.0",
                        LOG_LEVEL="INFO", REPAIR_AFTER_SECONDS="60")
+    bodies = [rss(feed_items(f, args.items)) for f in range(args.feeds)]
+    env["MAX_FEED_BYTES"] = str(max(50 * 1024 * 1024, 2 * max(map(len, bodies))))  # a 1M-posting feed is ~0.5 GB
     server = FeedServer()
     await server.start()
-    bodies = [rss(feed_items(f, args.items)) for f in range(args.feeds)]
     urls = [server.put(f"bench-{f}.xml", body, conditional=False) for f, body in enumerate(bodies)]
     print(f"{args.feeds} feed(s) x {args.items:,} postings = {total:,} postings, {sum(map(len, bodies)) / 1e6:.1f} MB; "
           f"partitions={args.partitions}", flush=True)
@@ -189,6 +190,10 @@ async def main() -> None:
             for run in runs.values():
                 counts.update({k: int(run.get(k) or 0) for k in ("newJobs", "updatedJobs", "unchangedJobs", "failedJobs")})
                 counts[run["status"]] += 1
+            if counts["completed"] != len(runs):
+                errors = {run.get("error") for run in runs.values() if run["status"] != "completed"}
+                print(f"{label:22} not every run completed: {dict(counts)}; errors: {errors}", flush=True)
+                break
             rate = total / elapsed
             parse_seconds = sum(float((run.get("meta") or {}).get("parseSeconds") or 0) for run in runs.values())
             print(f"{label:22} {rate:8,.0f} postings/s = {rate / store:.2f}x store, {rate / broker:.2f}x broker; wall {elapsed:.1f}s; "
