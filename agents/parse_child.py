@@ -17,7 +17,7 @@ import sys
 import time
 from typing import BinaryIO
 
-from agents.parsing import CHUNK, END, ERROR, FAILED, JOB, read_frame, write_frame
+from agents.parsing import CHUNK, END, ERROR, FAILED, JOB, PAYLOAD, read_frame, write_frame
 from models.feed import FeedError
 from models.feedstream import encode_summary, parse_in_chunks
 
@@ -51,7 +51,12 @@ def serve(stdin: BinaryIO, stdout: BinaryIO) -> None:
         if kind != JOB:
             send(ERROR, f"unexpected frame {kind!r}".encode())
             return
-        source_url, source_name, limits, only, payload = marshal.loads(body)  # noqa: S302 - from the worker
+        source_url, source_name, limits, only = marshal.loads(body)  # noqa: S302 - from the worker
+        data = read_frame(stdin)
+        if data is None or data[0] != PAYLOAD:
+            send(ERROR, b"a job without its payload")
+            return
+        payload = data[1]
         max_items, max_posting_bytes, partitions = limits
         try:
             summary = parse_in_chunks(

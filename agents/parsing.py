@@ -15,7 +15,8 @@ no process holds a whole big feed's items. The worker only reads the pipe (async
   shutdown), and each child also dies with the worker (``PR_SET_PDEATHSIG``) if it is killed.
 
 Protocol on the pipes: frames of ``kind`` (1 byte) + body length (4 bytes, big-endian) + body.
-Worker → child: ``J`` ``marshal((source_url, source_name, (max_items, max_posting_bytes, partitions), only, payload))``.
+Worker → child: ``J`` ``marshal((source_url, source_name, (max_items, max_posting_bytes, partitions), only))``, then
+``P`` the payload as it is (written in slices: a 500 MB feed is never copied in the worker).
 Child → worker: ``C`` a chunk, ``E`` the summary (the end), ``F`` a feed error (its message,
 for ``import_logs``), ``X`` an internal error (logged; the child exits).
 """
@@ -37,7 +38,8 @@ from models.feedstream import FeedSummary, Row, decode_chunk, decode_summary
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
-JOB, CHUNK, END, FAILED, ERROR = b"J", b"C", b"E", b"F", b"X"
+JOB, PAYLOAD, CHUNK, END, FAILED, ERROR = b"J", b"P", b"C", b"E", b"F", b"X"
+WRITE_SLICE = 1024 * 1024
 HEADER_BYTES = 5
 MAX_FRAME_BYTES = 2**32 - 1
 READ_LIMIT = 1024 * 1024  # the asyncio reader's buffer: a few chunks in flight per child
@@ -147,9 +149,16 @@ class ParseJob:
         body = await self._timed(self._child.stdout.readexactly(size)) if size else b""
         return header[:1], body
 
-    async def send(self, body: bytes) -> None:
-        self._child.stdin.write(frame(JOB, body))
-        await self._timed(self._child.stdin.drain())
+    async def send(self, body: bytes, payload: bytes) -> None:
+        """The job, then its payload in slices (each drained), so the pipe's buffer never holds a copy of it."""
+        stdin = self._child.stdin
+        stdin.write(frame(JOB, body))
+        stdin.write(PAYLOAD + len(payload).to_bytes(4, "big"))
+        view = memoryview(payload)
+        for start in range(0, len(payload), WRITE_SLICE):
+            stdin.write(view[start:start + WRITE_SLICE])
+            await self._timed(stdin.drain())
+        await self._timed(stdin.drain())
 
     def __aiter__(self) -> AsyncIterator[list[Row]]:
         return self._chunks()
@@ -225,8 +234,8 @@ class ParserPool:
             job = ParseJob(child, self.timeout_seconds)
             try:
                 body = marshal.dumps((source_url, source_name, (self.max_items, self.max_posting_bytes, self.partitions),
-                                      frozenset(only) if only is not None else None, payload))
-                await job.send(body)
+                                      frozenset(only) if only is not None else None))
+                await job.send(body, payload)
                 yield job
             finally:
                 if job.finished and child.alive and not self._closed:
