@@ -149,7 +149,7 @@ class ParseJob:
         body = await self._timed(self._child.stdout.readexactly(size)) if size else b""
         return header[:1], body
 
-    async def send(self, body: bytes, payload: bytes) -> None:
+    async def send(self, body: bytes, payload: bytes | bytearray) -> None:
         """The job, then its payload in slices (each drained), so the pipe's buffer never holds a copy of it."""
         stdin = self._child.stdin
         stdin.write(frame(JOB, body))
@@ -216,7 +216,7 @@ class ParserPool:
 
     @contextlib.asynccontextmanager
     async def parse(
-        self, payload: bytes, source_url: str, source_name: str, only: Collection[int] | None = None
+        self, payload: bytes | bytearray, source_url: str, source_name: str, only: Collection[int] | None = None
     ) -> AsyncIterator[ParseJob]:
         """A parse of one feed in a child process; the child is killed if the job does not end well."""
         if self._closed:

@@ -107,7 +107,7 @@ def attach(pipeline: Pipeline, store: Store, parsers: ParserPool) -> None:
         await progress(run_id, event)
 
     async def parse_and_publish(
-        command: dict[str, Any], payload: bytes, only: Collection[int] | None
+        command: dict[str, Any], payload: bytes | bytearray, only: Collection[int] | None
     ) -> tuple[FeedSummary, int, float]:
         """Parse in a parse process and publish each chunk as it arrives; return the summary, items handed out
         and the seconds spent waiting for the parser.
