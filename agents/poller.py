@@ -119,6 +119,10 @@ def attach(pipeline: Pipeline, store: Store, parsers: ParserPool) -> None:
         fetched_at = iso(now())
         published = failed = 0
         async with parsers.parse(payload, url, command.get("sourceName", ""), only) as job:
+            if isinstance(payload, bytearray):
+                # The parse process has the whole payload now (a fresh fetch's own buffer, nothing else
+                # reads it): free it before publishing, or a 500 MB feed stays in memory until the end.
+                payload.clear()
             async for rows in job:
                 sent, failures = await publish_rows(run_id, url, fetched_at, rows)
                 published += sent

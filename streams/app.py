@@ -77,7 +77,9 @@ def create_app(settings: Settings) -> faust.App:
         producer_max_batch_size=min(512 * 1024, settings.kafka_max_message_bytes),
         producer_max_request_size=settings.kafka_max_message_bytes,
         consumer_max_fetch_size=max(8 * 1024 * 1024, settings.kafka_max_message_bytes),
-        stream_buffer_maxsize=max(4096, settings.batch_size * 4),
+        # Events an agent may hold unprocessed: envelopes carry up to 500 postings each, so a few hundred
+        # of them are plenty (4096, the default, let a store-bound sink buffer hundreds of MB).
+        stream_buffer_maxsize=256,
         table_cleanup_interval=60.0,
         # A killed worker's partitions move to the survivors after this long, not Kafka's default minute.
         broker_session_timeout=15.0,
