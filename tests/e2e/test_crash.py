@@ -19,6 +19,8 @@ from tests.support import FeedServer, Process, mongo_db, rss, settings_of, wait_
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
 ITEMS = 30_000
+# Inserts in commands of 50 rather than 500: the writes take long enough for two kills in their middle.
+SLOW_WRITES = {"MONGO_INSERT_BATCH": "50"}
 
 
 async def request(env: dict[str, str], url: str) -> str:
@@ -39,7 +41,7 @@ async def test_worker_killed_twice_mid_import_still_ends_exact(
     items = [{"guid": f"crash-{i}", "title": f"Engineer {i}", "description": "<p>" + "words " * 40 + "</p>"} for i in range(ITEMS)]
     url = feed_server.put(f"{unique}-crash.xml", rss(items), conditional=False)
     db = mongo_db(pipeline_env)
-    worker = start_worker()
+    worker = start_worker(**SLOW_WRITES)
     run_id = await request(pipeline_env, url)
 
     def run() -> dict[str, Any] | None:
@@ -49,12 +51,12 @@ async def test_worker_killed_twice_mid_import_still_ends_exact(
     await wait_for(lambda: (r := run()) and r["totalFetched"] == ITEMS, 120, "the feed to be announced")
     worker.kill()
     first_kill_jobs = db.jobs.count_documents({})
-    worker = start_worker()
+    worker = start_worker(**SLOW_WRITES)
     # Second kill: in the middle of the writes.
     await wait_for(lambda: db.jobs.count_documents({}) > max(first_kill_jobs, ITEMS // 10), 180, "a tenth of the writes")
     worker.kill()
     assert db.jobs.count_documents({}) < ITEMS, "the import finished before the second kill: make the feed larger"
-    start_worker()
+    start_worker(**SLOW_WRITES)
 
     try:
         final = await wait_for(lambda: (r := run()) and r["status"] in FINISHED and r, 240, "the run to finish")
