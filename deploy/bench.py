@@ -164,6 +164,7 @@ async def main() -> None:
                        LOG_LEVEL="INFO", REPAIR_AFTER_SECONDS="60")
     bodies = [rss(feed_items(f, args.items)) for f in range(args.feeds)]
     env["MAX_FEED_BYTES"] = str(max(50 * 1024 * 1024, 2 * max(map(len, bodies))))  # a 1M-posting feed is ~0.5 GB
+    env["PARSE_TIMEOUT_SECONDS"] = "900"  # the parse of 1M postings takes 90 s on a quiet machine, more beside other work
     server = FeedServer()
     await server.start()
     urls = [server.put(f"bench-{f}.xml", body, conditional=False) for f, body in enumerate(bodies)]
