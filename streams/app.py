@@ -7,7 +7,6 @@ pipelines (own topic prefix, own app id) side by side.
 
 from __future__ import annotations
 
-import asyncio
 import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -25,7 +24,6 @@ from streams.settings import Settings
 TOPICS = ("commands", "jobs.parsed", "jobs.upserts", "jobs.changes", "import.progress", "import.logs", "jobs.dlq")
 COMPACTED = frozenset({"import.logs"})
 TABLES = ("dedupe", "runs")
-PAUSE_SECONDS = 0.05  # a gap in a stream this long ends the batch being gathered (see ``batches``)
 
 
 def changelog_topic(settings: Settings, table: str) -> str:
@@ -146,47 +144,13 @@ class JsonEvent(Protocol):
     message: Any
 
 
-async def batches(stream: StreamT[Any], size: int, within: float, pause: float = PAUSE_SECONDS) -> AsyncIterator[list[JsonEvent]]:
+async def batches(stream: StreamT[Any], size: int, within: float) -> AsyncIterator[list[JsonEvent]]:
     """Windowed batches of events that are *not* acked: the agent acks them after its work is safe.
 
-    A batch is yielded when it holds ``size`` events, when ``within`` seconds passed since its first
-    event, or as soon as the flow pauses (no new event for ``pause`` seconds): under a backlog the
-    batches are full, and a lone small feed is not held back by the window at every step.
     (``stream.take()`` acks in a ``finally``, even when the body failed: see FAUST-NOTES.md.)
     """
-    loop = asyncio.get_running_loop()
-    piece = max(1, size // 4)
-    takes = stream.noack_take(piece, within=pause).__aiter__()  # type: ignore[attr-defined]
-    pending: list[JsonEvent] = []
-    started = 0.0
-    next_take: asyncio.Future[Any] | None = None
-    try:
-        while True:
-            if next_take is None:
-                next_take = asyncio.ensure_future(takes.__anext__())
-            timeout = None if not pending else max(0.0, min(2 * pause, started + within - loop.time()))
-            done, _ = await asyncio.wait({next_take}, timeout=timeout)
-            if not done:  # nothing more came: the flow paused, or the window is over
-                batch, pending = pending, []
-                yield batch
-                continue
-            try:
-                chunk = cast(list[JsonEvent], list(next_take.result()))
-            except StopAsyncIteration:
-                break
-            finally:
-                next_take = None
-            if not pending:
-                started = loop.time()
-            pending.extend(chunk)
-            if len(pending) >= size or len(chunk) < piece or loop.time() - started >= within:
-                batch, pending = pending, []
-                yield batch
-        if pending:
-            yield pending
-    finally:
-        if next_take is not None:
-            next_take.cancel()
+    async for batch in stream.noack_take(size, within=within):  # type: ignore[attr-defined]
+        yield cast(list[JsonEvent], list(batch))
 
 
 async def ack_all(stream: StreamT[Any], events: list[JsonEvent]) -> None:
