@@ -155,8 +155,9 @@ def kafka_config(port: int = KAFKA_PORT, controller_port: int = KAFKA_CONTROLLER
         )
     )
     if not (data / "meta.properties").exists():
+        # "--cluster-id=ID" in one argument: a random ID may begin with "-", which the tool would read as an option.
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        run([*java_command(state_dir), "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)])
+        run([*java_command(state_dir), "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(config)])
         log(f"formatted KRaft storage in {data}")
     return config
 
