@@ -45,9 +45,10 @@ class Dedupe:
     clock: Callable[[], datetime] = field(default=now)
 
     def classify_envelope(
-        self, envelope: dict[str, Any], offset: int, unchanged: dict[str, list[dict[str, Any]]], counts: Counter[tuple[str, str]]
+        self, envelope: dict[str, Any], offset: int, unchanged: dict[str, list[dict[str, Any]]], unchanged_by_feed: Counter[str]
     ) -> list[dict[str, Any]]:
-        """The change events of one envelope's postings; unchanged ones are added to ``unchanged`` (by run)."""
+        """The change events of one envelope's postings; unchanged ones are added to ``unchanged`` (by run)
+        and counted by feed (the sink counts the others once written)."""
         run_id, fetched_at = envelope["runId"], envelope["fetchedAt"]
         table = self.table
         changes = []
@@ -56,9 +57,9 @@ class Dedupe:
             result = classify(table.get(key), item["fingerprint"], run_id, item["seq"], (offset, index))
             if result.state is not None:
                 table[key] = result.state
-            counts[(item["sourceUrl"], result.outcome)] += 1
             if result.outcome == "unchanged":
                 unchanged[run_id].append({"seq": item["seq"], "outcome": "unchanged"})
+                unchanged_by_feed[item["sourceUrl"]] += 1
             else:
                 changes.append(change_event({**item, "runId": run_id}, result.outcome, result.version, fetched_at))
         return changes
@@ -75,7 +76,7 @@ class Dedupe:
         """Classify a batch of envelopes and publish what they caused; returns once the broker has it all."""
         pending: list[Awaitable[Any]] = []
         unchanged: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        counts: Counter[tuple[str, str]] = Counter()
+        unchanged_by_feed: Counter[str] = Counter()
         for event in events:
             value = event.value
             set_current_event(event)  # the table writes below go to this envelope's (= the keys') partition
@@ -84,7 +85,7 @@ class Dedupe:
                 continue
             if "items" not in value:  # a single posting, as published before envelopes
                 value = {"runId": value["runId"], "fetchedAt": value["fetchedAt"], "items": [value]}
-            changes = self.classify_envelope(value, event.message.offset, unchanged, counts)
+            changes = self.classify_envelope(value, event.message.offset, unchanged, unchanged_by_feed)
             if changes:
                 pending.append(await self.topics.upserts.send(key=value["runId"], value={"type": "changes", "items": changes},
                                                               partition=event.message.partition))
@@ -92,9 +93,8 @@ class Dedupe:
         for run_id, items in unchanged.items():
             pending.append(await self.topics.progress.send(key=run_id, value=outcomes_event(run_id, items, at)))
         await asyncio.gather(*pending)
-        for (url, outcome), count in counts.items():
-            if outcome == "unchanged":
-                metrics.ITEMS.labels(feed=metrics.feed_label(url), outcome=outcome).inc(count)
+        for url, count in unchanged_by_feed.items():
+            metrics.ITEMS.labels(feed=metrics.feed_label(url), outcome="unchanged").inc(count)
 
     async def run(self, stream: StreamT[Any]) -> None:
         async for events in batches(stream, max(1, self.settings.batch_size // 50), within=min(self.settings.batch_window_seconds, 0.5)):
