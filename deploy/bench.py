@@ -3,11 +3,14 @@
 In one run: the store's insert ceiling (raw ``insert_many`` of 500 into the same MongoDB), the
 broker's ceiling (raw aiokafka produce, acks=all, and consume of the same documents as JSON), then
 the pipeline importing ``--feeds`` feeds of ``--items`` postings each, first import and unchanged
-re-import, with the ratio of each to the ceilings and the worker's peak RSS. ``--profile DIR``
-records py-spy profiles (worker and parse processes) and prints the top own-time frames. Prints
-figures; asserts nothing about speed.
+re-import, with the ratio of each to the ceilings, each worker's peak RSS, and where the CPU went:
+seconds and microseconds per posting of the store, the broker, each worker and its parse processes,
+and how busy the machine's cores were (a phase with no idle core is bound by the CPU, whatever the
+ceilings say). ``--workers N`` (default the core count, as ``make run``) starts N workers sharing
+the partitions. ``--profile DIR`` records py-spy profiles (worker and parse processes) and prints
+the top own-time frames. Prints figures; asserts nothing about speed.
 
-Usage: .venv/bin/python deploy/bench.py [--feeds 100 --items 1000] [--profile .artifacts/profile]
+Usage: .venv/bin/python deploy/bench.py [--feeds 100 --items 1000] [--workers 2] [--profile .artifacts/profile]
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from models.feed import JobPosting, parse_feed  # noqa: E402
 from models.postings import change_event, job_insert, posting_json  # noqa: E402
 from models.registry import FeedEntry  # noqa: E402
 from streams.cli import import_feeds  # noqa: E402
-from tests.support import WORKER_READY, FeedServer, Process, isolated_env, mongo_db, rss, settings_of  # noqa: E402
+from tests.support import WORKER_READY, FeedServer, Process, free_port, isolated_env, mongo_db, rss, settings_of  # noqa: E402
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -46,6 +49,61 @@ def peak_rss_mib(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time of ``pid`` and every process below it, live or already reaped (utime+stime+cutime+cstime)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    total, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        # Fields after the name: state ppid ... utime(12) stime(13) cutime(14) cstime(15), 0-based here.
+        total += int(fields[11]) + int(fields[12]) + (int(fields[13]) + int(fields[14]) if current == pid else 0)
+        todo.extend(children.get(current, []))
+    return total / CLOCK_TICKS
+
+
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) core-seconds of the machine so far, from /proc/stat."""
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return (sum(values) - idle) / CLOCK_TICKS, sum(values) / CLOCK_TICKS
+
+
+def stack_pid(name: str) -> int | None:
+    """The PID ``deploy/stack.py`` recorded for a service, if it runs (the bench does not start the stack)."""
+    try:
+        pid = int((ROOT / ".state" / f"{name}.pid").read_text().strip())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return None
+    return pid
+
+
+def cpu_sample(pids: dict[str, int]) -> dict[str, float]:
+    return {label: cpu_seconds(pid) for label, pid in pids.items()}
+
+
+def cpu_report(before: dict[str, float], after: dict[str, float], busy: tuple[float, float], wall: float, total: int) -> str:
+    """Where the CPU went in a phase: seconds and microseconds per posting for each process tree."""
+    rows = [f"{label} {after[label] - before[label]:.1f}s ({(after[label] - before[label]) / total * 1e6:.0f} us/posting)"
+            for label in before]
+    cores = os.cpu_count() or 1
+    used = busy[0] / wall
+    return f"  cpu: {'; '.join(rows)}; machine {used:.2f} of {cores} cores busy ({used / cores:.0%})"
 
 
 def profiler(folder: Path, label: str, pid: int) -> subprocess.Popen[bytes]:
@@ -152,6 +210,7 @@ async def main() -> None:
     parser.add_argument("--items", type=int, default=100_000, help="postings per feed")
     parser.add_argument("--partitions", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="worker processes (default: the core count)")
     parser.add_argument("--small-runs", type=int, default=0, help="then time this many runs of a 100-item feed, one at a time")
     parser.add_argument("--profile", type=Path, help="record py-spy profiles of the worker (and its parse processes) here")
     args = parser.parse_args()
@@ -176,17 +235,28 @@ async def main() -> None:
     print(f"store ceiling:  {store:9,.0f} docs/s (raw insert_many of 500, {ceiling_n:,} documents)", flush=True)
     broker = await broker_ceiling(kafka, changes, ceiling_n, args.partitions)
     print(f"broker ceiling: {broker:9,.0f} docs/s (raw aiokafka produce acks=all + consume, JSON, {ceiling_n:,} documents)", flush=True)
-    worker = Process("worker", env, workdir / "worker.log")
-    worker.start(WORKER_READY)
-    if worker.proc is None:
-        raise RuntimeError("worker did not start")
+    workers = [Process("worker", {**env, "WORKER_METRICS_PORT": str(free_port()), "DATA_DIR": str(workdir / f"worker-{i}")},
+                       workdir / f"worker-{i}.log") for i in range(args.workers)]
     try:
+        pids: dict[str, int] = {}
+        for i, worker in enumerate(workers):
+            worker.start(WORKER_READY)
+            if worker.proc is None:
+                raise RuntimeError("worker did not start")
+            pids[f"worker-{i}"] = worker.proc.pid
+        for service, label in (("ferretdb", "store"), ("kafka", "broker")):
+            pid = stack_pid(service)
+            if pid is not None:
+                pids[label] = pid
         for label in ("first import", "re-import (unchanged)"):
             name = label.split()[0]
-            spy = profiler(args.profile, name, worker.proc.pid) if args.profile else None
+            spies = [profiler(args.profile, f"{name}-{i}" if i else name, pid)
+                     for i, pid in enumerate(pid for key, pid in pids.items() if key.startswith("worker"))] if args.profile else []
+            cpu_before, busy_before = cpu_sample(pids), machine_busy()
             started = time.perf_counter()
             runs = await import_feeds(settings_of(env), [FeedEntry(url, url.rsplit("/", 1)[-1]) for url in urls], 3600, io.StringIO())
             elapsed = time.perf_counter() - started
+            cpu_after, busy_after = cpu_sample(pids), machine_busy()
             counts: Counter[str] = Counter()
             for run in runs.values():
                 counts.update({k: int(run.get(k) or 0) for k in ("newJobs", "updatedJobs", "unchangedJobs", "failedJobs")})
@@ -200,18 +270,21 @@ async def main() -> None:
             print(f"{label:22} {rate:8,.0f} postings/s = {rate / store:.2f}x store, {rate / broker:.2f}x broker; wall {elapsed:.1f}s; "
                   f"runs {dict((k, v) for k, v in counts.items() if not k.endswith('Jobs'))}; "
                   f"new={counts['newJobs']} updated={counts['updatedJobs']} unchanged={counts['unchangedJobs']} "
-                  f"failed={counts['failedJobs']}; parse wait {parse_seconds:.1f}s; "
-                  f"worker peak RSS {peak_rss_mib(worker.proc.pid):.0f} MiB",
+                  f"failed={counts['failedJobs']}; parse wait {parse_seconds:.1f}s; peak RSS "
+                  + ", ".join(f"worker-{i} {peak_rss_mib(worker.proc.pid):.0f} MiB" for i, worker in enumerate(workers) if worker.proc),
                   flush=True)
-            if spy is not None:
+            print(cpu_report(cpu_before, cpu_after, (busy_after[0] - busy_before[0], busy_after[1] - busy_before[1]), elapsed, total))
+            for spy in spies:
                 spy.send_signal(signal.SIGINT)
                 spy.wait(60)
-                print(top_costs(args.profile / f"{name}.txt"))
+            for i, _ in enumerate(spies):
+                print(top_costs(args.profile / (f"{name}-{i}.txt" if i else f"{name}.txt")))
         print(f"jobs in MongoDB: {mongo_db(env).jobs.estimated_document_count():,}")
         if args.small_runs:
             await small_feed_latency(env, server, args.small_runs)
     finally:
-        worker.stop()
+        for worker in workers:
+            worker.stop()
         await server.stop()
         mongo_db(env).client.drop_database(env["MONGO_DB"])
 

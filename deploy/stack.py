@@ -256,7 +256,9 @@ def ferretdb_command(port: int = MONGO_PORT, data: Path = STATE / "ferretdb") ->
     elif not marker.exists() or marker.read_text() != FERRETDB_FORMAT:
         log(f"warning: {data} was written by an older FerretDB build: its indexes do not serve this build's "
             "queries (correct, but slow at scale); `make clean` (drops local data) to start afresh")
-    return [str(ferretdb_binary()), "-listen", f"127.0.0.1:{port}", "-data", str(data)]
+    # FERRETDB_DEBUG_ADDR (a loopback host:port): serve Go's pprof there, to see where the store's time goes.
+    debug = os.environ.get("FERRETDB_DEBUG_ADDR", "").strip()
+    return [str(ferretdb_binary()), "-listen", f"127.0.0.1:{port}", "-data", str(data), *(["-debug-addr", debug] if debug else [])]
 
 
 def mongo_ready() -> bool:

@@ -7,6 +7,7 @@ pipelines (own topic prefix, own app id) side by side.
 
 from __future__ import annotations
 
+import time
 import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -144,13 +145,41 @@ class JsonEvent(Protocol):
     message: Any
 
 
-async def batches(stream: StreamT[Any], size: int, within: float) -> AsyncIterator[list[JsonEvent]]:
-    """Windowed batches of events that are *not* acked: the agent acks them after its work is safe.
+LINGER_SECONDS = 0.05
 
-    (``stream.take()`` acks in a ``finally``, even when the body failed: see FAUST-NOTES.md.)
+
+async def batches(stream: StreamT[Any], size: int, within: float, linger: float = LINGER_SECONDS) -> AsyncIterator[list[JsonEvent]]:
+    """Batches of at most ``size`` events that are *not* acked: the agent acks them after its work is safe.
+
+    A batch closes when it is full, ``within`` seconds after its first event, or when no further
+    event waits in the agent's queue as a ``linger``-second take returns. So a backlog still makes
+    full batches, while a lone small feed does not wait out a whole window at every stage
+    (Faust's take alone waits its whole timeout for a batch that is not full).
+    (``stream.take()`` acks in a ``finally``, even when the body failed: see FAUST-NOTES.md;
+    ``noack_take`` runs no background read that could ack, and events carried from one of its
+    chunks to the next batch stay unacked until the agent acks them.)
     """
-    async for batch in stream.noack_take(size, within=within):  # type: ignore[attr-defined]
-        yield cast(list[JsonEvent], list(batch))
+    pending: list[JsonEvent] = []
+    opened = 0.0
+    async for chunk in stream.noack_take(size, within=min(linger, within)):  # type: ignore[attr-defined]
+        if not pending:
+            opened = time.monotonic()
+        pending.extend(chunk)
+        while len(pending) >= size:
+            yield pending[:size]
+            pending = pending[size:]
+            opened = time.monotonic()
+        if pending and (time.monotonic() - opened >= within or not waiting(stream)):
+            yield pending
+            pending = []
+
+
+def waiting(stream: StreamT[Any]) -> bool:
+    """Whether events are queued for this agent already (fetched from Kafka, not yet taken)."""
+    try:
+        return not stream.channel.empty()  # type: ignore[attr-defined]
+    except (AttributeError, RuntimeError):  # no queue yet: nothing waits
+        return False
 
 
 async def ack_all(stream: StreamT[Any], events: list[JsonEvent]) -> None:

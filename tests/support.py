@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -178,7 +178,7 @@ class FeedServer(LoopbackServer):
         return web.Response(body=body, content_type=content_type, headers={"ETag": etag})
 
 
-def rss(items: list[Mapping[str, Any]], title: str = "Test feed") -> bytes:
+def rss(items: Sequence[Mapping[str, Any]], title: str = "Test feed") -> bytes:
     """A small RSS 2.0 document; each item maps guid/title/company/description/link."""
     parts = [
         '<?xml version="1.0" encoding="UTF-8"?>',

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import pytest
 
 from models.dedupe import RECENT_KEPT, Classification, classify, forget_rejected, rejected_event
-from models.envelopes import pack, partition_of, size_bound
+from models.envelopes import murmur2, pack, partition_of, size_bound
 
 
 def written(result: Classification) -> dict[str, Any]:
@@ -109,6 +110,19 @@ def test_partition_of_is_kafkas_default_partitioner() -> None:
 
     keys = [f"{i:040x}" for i in range(200)]
     assert [partition_of(k, 8) for k in keys] == [DefaultPartitioner()(k.encode(), list(range(8)), list(range(8))) for k in keys]
+
+
+def test_murmur2_matches_kafkas_java_client_and_aiokafka() -> None:
+    # Signed values from the Java client's own murmur2 tests (Utils.murmur2).
+    java = {"21": -973932308, "foobar": -790332482, "a-little-bit-long-string": -985981536,
+            "a-little-bit-longer-string": -1486304829, "lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8": -58897971,
+            "abc": 479470107}
+    assert {key: murmur2(key.encode()) - (1 << 32) * (murmur2(key.encode()) >> 31) for key in java} == java
+    from aiokafka.partitioner import murmur2 as reference  # noqa: PLC0415
+
+    rng = random.Random(7)  # noqa: S311 - test data, not secrets
+    samples = [bytes(rng.randrange(256) for _ in range(length)) for length in range(70) for _ in range(20)]
+    assert [murmur2(data) for data in samples] == [reference(data) & 0xFFFFFFFF for data in samples]
 
 
 def test_pack_groups_by_partition_keeps_order_and_caps_envelopes() -> None:
