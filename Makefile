@@ -44,8 +44,8 @@ typecheck: $(STAMP)
 check: lint typecheck unit
 
 bench: $(STAMP)
-	$(PY) deploy/bench.py --feeds 100 --items 1000
-	$(PY) deploy/bench.py --feeds 1 --items 1000000
+	$(PY) deploy/bench.py --feeds 100 --items 1000 --small-runs 20
+	$(PY) deploy/bench.py --feeds 1 --items 1000000 --profile .artifacts/profile-1M
 
 ## The store at a million jobs: FerretDB patched and as shipped (figures only; Kafka must be running).
 bench-store: $(STAMP)

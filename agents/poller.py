@@ -13,6 +13,7 @@ import logging
 import time
 import zlib
 from collections.abc import Awaitable, Callable, Collection
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -29,7 +30,8 @@ from models.envelopes import pack
 from models.feed import FeedError
 from models.feedstream import FeedSummary, Row, tail_failure
 from models.runs import compact_failures, iso, outcomes_event
-from streams.app import Pipeline, ack_all, batches
+from streams.app import Pipeline, Topics, ack_all, batches
+from streams.settings import Settings
 from streams.store import Store, until_reachable
 
 logger = logging.getLogger(__name__)
@@ -38,63 +40,72 @@ COMMANDS_AT_ONCE = 4
 MAX_RAW_STORED = 15 * 1024 * 1024  # below MongoDB's 16 MiB document limit
 
 
-def attach(pipeline: Pipeline, store: Store, parsers: ParserPool) -> None:
-    settings = pipeline.settings
-    topics = pipeline.topics
-    policy = EgressPolicy.from_settings(settings.fetch_allow_networks, settings.fetch_allow_ports)
-    # Well below the message limit: an envelope's size is estimated, and the dedupe agent's envelope
-    # of the same postings' change events is larger.
-    envelope_bytes = settings.kafka_max_message_bytes // 4
-    now: Callable[[], datetime] = lambda: datetime.now(UTC)  # noqa: E731
+@dataclass
+class Poller:
+    """The poller step with its dependencies: the store, the parse processes, the topics, settings."""
 
-    async def progress(run_id: str, event: dict[str, Any]) -> None:
+    store: Store
+    parsers: ParserPool
+    topics: Topics
+    settings: Settings
+    now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    policy: EgressPolicy = field(init=False)
+    envelope_bytes: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.policy = EgressPolicy.from_settings(self.settings.fetch_allow_networks, self.settings.fetch_allow_ports)
+        # Well below the message limit: an envelope's size is estimated, and the dedupe agent's envelope
+        # of the same postings' change events is larger.
+        self.envelope_bytes = self.settings.kafka_max_message_bytes // 4
+
+    async def progress(self, run_id: str, event: dict[str, Any]) -> None:
         """Progress is awaited until the broker has it: the stats agent must not miss a step."""
-        await (await topics.progress.send(key=run_id, value={"runId": run_id, "at": iso(now()), **event}))
+        await (await self.topics.progress.send(key=run_id, value={"runId": run_id, "at": iso(self.now()), **event}))
 
-    async def repair(command: dict[str, Any]) -> None:
+    async def repair(self, command: dict[str, Any]) -> None:
         """Republish the listed items of a run from its stored payload (see agents/stats.py)."""
-        fetched = await stored_payload(command["runId"])
+        fetched = await self.stored_payload(command["runId"])
         if fetched is None:
             logger.error("cannot repair run_id=%s: its raw payload is gone", command["runId"])
             return
         try:
-            await parse_and_publish(command, fetched.body, set(command["repairSeqs"]))
+            await self.parse_and_publish(command, fetched.body, set(command["repairSeqs"]))
         except (FeedError, ParseFailed) as exc:
             logger.error("cannot repair run_id=%s: %s", command["runId"], exc)
 
-    async def run_import(command: dict[str, Any]) -> None:
+    async def run_import(self, command: dict[str, Any]) -> None:
         if command.get("repairSeqs"):
-            await repair(command)
+            await self.repair(command)
             return
         run_id, url = command["runId"], command["sourceUrl"]
-        await progress(run_id, {"type": "started", **{k: command[k] for k in ("sourceUrl", "sourceName", "trigger", "requestedAt")}})
+        await self.progress(run_id, {"type": "started", **{k: command[k] for k in ("sourceUrl", "sourceName", "trigger", "requestedAt")}})
         try:
-            fetched = await load_payload(command)
+            fetched = await self.load_payload(command)
         except RefusedError as exc:
             logger.warning("run refused run_id=%s url=%s", run_id, url)
-            await progress(run_id, {"type": "failed", "error": str(exc)})  # nothing about the target's state
+            await self.progress(run_id, {"type": "failed", "error": str(exc)})  # nothing about the target's state
             return
         except FetchError as exc:
             logger.warning("run failed run_id=%s url=%s error=%s", run_id, url, exc)
-            await progress(run_id, {"type": "failed", "error": f"fetch failed: {exc}", "meta": {"httpStatus": exc.http_status}})
+            await self.progress(run_id, {"type": "failed", "error": f"fetch failed: {exc}", "meta": {"httpStatus": exc.http_status}})
             return
         meta: dict[str, Any] = {"httpStatus": fetched.http_status, "bytes": len(fetched.body), "notModified": fetched.not_modified,
                                 "attempts": fetched.attempts}
         if fetched.not_modified:
-            await progress(run_id, {"type": "fetched", "totalFetched": 0, "failures": [], "meta": meta})
+            await self.progress(run_id, {"type": "fetched", "totalFetched": 0, "failures": [], "meta": meta})
             return
         try:
-            summary, handed_out, waited = await parse_and_publish(command, fetched.body, None)
+            summary, handed_out, waited = await self.parse_and_publish(command, fetched.body, None)
         except FeedError as exc:  # the document as a whole is unusable: nothing was published
             logger.warning("run failed run_id=%s url=%s error=%s", run_id, url, exc)
-            await progress(run_id, {"type": "failed", "error": str(exc), "meta": meta})
+            await self.progress(run_id, {"type": "failed", "error": str(exc), "meta": meta})
             return
         except ParseFailed as exc:
             summary, handed_out, waited = FeedSummary("", "", exc.handed_out, str(exc)), exc.handed_out, exc.waited
             metrics.PARSE_SECONDS.observe(waited)
             if not handed_out:
                 logger.warning("run failed run_id=%s url=%s error=%s", run_id, url, exc)
-                await progress(run_id, {"type": "failed", "error": str(exc), "meta": {**meta, "parseSeconds": round(waited, 3)}})
+                await self.progress(run_id, {"type": "failed", "error": str(exc), "meta": {**meta, "parseSeconds": round(waited, 3)}})
                 return
         # parseSeconds: the time the worker waited for the parser (publishing the chunks not included).
         meta = {**meta, "feedKind": summary.kind, "feedTitle": summary.title, "parseSeconds": round(waited, 3)}
@@ -104,10 +115,10 @@ def attach(pipeline: Pipeline, store: Store, parsers: ParserPool) -> None:
             logger.warning("run cut short run_id=%s url=%s items=%d reason=%s", run_id, url, handed_out, summary.stopped)
             event.update(totalFetched=handed_out + 1, failures=[tail_failure(handed_out, summary.stopped)], error=summary.stopped)
             metrics.ITEMS.labels(feed=metrics.feed_label(url), outcome="failed").inc()
-        await progress(run_id, event)
+        await self.progress(run_id, event)
 
     async def parse_and_publish(
-        command: dict[str, Any], payload: bytes | bytearray, only: Collection[int] | None
+        self, command: dict[str, Any], payload: bytes | bytearray, only: Collection[int] | None
     ) -> tuple[FeedSummary, int, float]:
         """Parse in a parse process and publish each chunk as it arrives; return the summary, items handed out
         and the seconds spent waiting for the parser.
@@ -116,15 +127,15 @@ def attach(pipeline: Pipeline, store: Store, parsers: ParserPool) -> None:
         first) and ParseFailed (with ``handed_out``) when the parse did not finish.
         """
         run_id, url = command["runId"], command["sourceUrl"]
-        fetched_at = iso(now())
+        fetched_at = iso(self.now())
         published = failed = 0
-        async with parsers.parse(payload, url, command.get("sourceName", ""), only) as job:
+        async with self.parsers.parse(payload, url, command.get("sourceName", ""), only) as job:
             if isinstance(payload, bytearray):
                 # The parse process has the whole payload now (a fresh fetch's own buffer, nothing else
                 # reads it): free it before publishing, or a 500 MB feed stays in memory until the end.
                 payload.clear()
             async for rows in job:
-                sent, failures = await publish_rows(run_id, url, fetched_at, rows)
+                sent, failures = await self.publish_rows(run_id, url, fetched_at, rows)
                 published += sent
                 failed += failures
             summary = job.summary
@@ -134,7 +145,7 @@ def attach(pipeline: Pipeline, store: Store, parsers: ParserPool) -> None:
                     job.waited, " (repair)" if only is not None else "")
         return summary, job.handed_out, job.waited
 
-    async def publish_rows(run_id: str, url: str, fetched_at: str, rows: list[Row]) -> tuple[int, int]:
+    async def publish_rows(self, run_id: str, url: str, fetched_at: str, rows: list[Row]) -> tuple[int, int]:
         """The chunk's postings as envelopes, one or more per partition (``models/envelopes.py``), and one
         outcomes event for its failed items; awaited until the broker has them."""
         pending: list[Awaitable[Any]] = []
@@ -149,39 +160,39 @@ def attach(pipeline: Pipeline, store: Store, parsers: ParserPool) -> None:
                 seq, key, reason, stage = row
                 failures.append({"seq": seq, "outcome": "failed", "key": key, "reason": reason, "stage": stage})
         header = {"type": "postings", "runId": run_id, "fetchedAt": fetched_at}
-        for partition, items in pack(postings, envelope_bytes):
-            pending.append(await topics.parsed.send(key=run_id, value={**header, "items": items}, partition=partition))
+        for partition, items in pack(postings, self.envelope_bytes):
+            pending.append(await self.topics.parsed.send(key=run_id, value={**header, "items": items}, partition=partition))
         if failures:
-            event = outcomes_event(run_id, compact_failures(failures, settings.max_failures_kept), iso(now()))
-            pending.append(await topics.progress.send(key=run_id, value=event))
+            event = outcomes_event(run_id, compact_failures(failures, self.settings.max_failures_kept), iso(self.now()))
+            pending.append(await self.topics.progress.send(key=run_id, value=event))
             metrics.ITEMS.labels(feed=metrics.feed_label(url), outcome="failed").inc(len(failures))
         await asyncio.gather(*pending)
         metrics.ITEMS_PARSED.labels(feed=metrics.feed_label(url)).inc(len(postings))
         return len(postings), len(failures)
 
-    async def stored_payload(run_id: str) -> FetchResult | None:
-        stored = await until_reachable(partial(store.raw_feeds.find_one, {"_id": run_id}), f"run {run_id}")
+    async def stored_payload(self, run_id: str) -> FetchResult | None:
+        stored = await until_reachable(partial(self.store.raw_feeds.find_one, {"_id": run_id}), f"run {run_id}")
         if stored is None:
             return None
         logger.info("replaying stored payload run_id=%s", run_id)
         body = await asyncio.get_running_loop().run_in_executor(None, zlib.decompress, stored["payload"])
         return FetchResult(int(stored["httpStatus"]), body, Validators(), 0)
 
-    async def load_payload(command: dict[str, Any]) -> FetchResult:
+    async def load_payload(self, command: dict[str, Any]) -> FetchResult:
         """The stored payload of a replayed run, else a fresh conditional fetch (stored before use)."""
         run_id, url = command["runId"], command["sourceUrl"]
-        stored = await stored_payload(run_id)
+        stored = await self.stored_payload(run_id)
         if stored is not None:
             return stored
-        state = await until_reachable(partial(store.fetch_state.find_one, {"sourceUrl": url}), f"run {run_id}") or {}
+        state = await until_reachable(partial(self.store.fetch_state.find_one, {"sourceUrl": url}), f"run {run_id}") or {}
         started = time.perf_counter()
         try:
             result = await fetch_feed(
                 url,
-                policy=policy,
+                policy=self.policy,
                 validators=Validators(state.get("etag"), state.get("lastModified")),
-                timeout_seconds=settings.fetch_timeout_seconds,
-                max_bytes=settings.max_feed_bytes,
+                timeout_seconds=self.settings.fetch_timeout_seconds,
+                max_bytes=self.settings.max_feed_bytes,
             )
         finally:
             metrics.FETCH_SECONDS.observe(time.perf_counter() - started)
@@ -190,14 +201,14 @@ def attach(pipeline: Pipeline, store: Store, parsers: ParserPool) -> None:
         # zlib releases the GIL: compressing a 50 MB payload in a thread does not stall the event loop.
         compressed = await asyncio.get_running_loop().run_in_executor(None, zlib.compress, result.body, 6)
         if len(compressed) <= MAX_RAW_STORED:
-            raw = {"_id": run_id, "runId": run_id, "sourceUrl": url, "fetchedAt": now(), "httpStatus": result.http_status,
+            raw = {"_id": run_id, "runId": run_id, "sourceUrl": url, "fetchedAt": self.now(), "httpStatus": result.http_status,
                    "bytes": len(result.body), "encoding": "zlib", "payload": Binary(compressed)}
             try:
-                await until_reachable(partial(store.write, partial(store.raw_feeds.insert_one, raw)), f"run {run_id}")
+                await until_reachable(partial(self.store.write, partial(self.store.raw_feeds.insert_one, raw)), f"run {run_id}")
             except DuplicateKeyError:
                 # An earlier delivery (or try) of this command stored its payload first: publish that one,
                 # so every delivery of a run publishes the same items even if the feed changed meanwhile.
-                first = await stored_payload(run_id)
+                first = await self.stored_payload(run_id)
                 if first is not None:
                     return first
         else:
@@ -206,21 +217,24 @@ def attach(pipeline: Pipeline, store: Store, parsers: ParserPool) -> None:
             logger.warning("raw payload too large to keep run_id=%s compressed_bytes=%d", run_id, len(compressed))
             return result
         # Validators are remembered only after the payload is safe, so a crash cannot turn into a 304.
-        validators = {"etag": result.validators.etag, "lastModified": result.validators.last_modified, "updatedAt": now()}
-        await until_reachable(partial(store.write, partial(store.fetch_state.update_one, {"sourceUrl": url},
+        validators = {"etag": result.validators.etag, "lastModified": result.validators.last_modified, "updatedAt": self.now()}
+        await until_reachable(partial(self.store.write, partial(self.store.fetch_state.update_one, {"sourceUrl": url},
                                                            {"$set": validators}, upsert=True)), f"run {run_id}")
         return result
 
-    async def poll(stream: StreamT[Any]) -> None:
+    async def poll(self, stream: StreamT[Any]) -> None:
         """A few commands at a time run concurrently; each is acked only once its run is published."""
         async for events in batches(stream, COMMANDS_AT_ONCE, within=0.1):
-            results = await asyncio.gather(*(run_import(event.value) for event in events), return_exceptions=True)
+            results = await asyncio.gather(*(self.run_import(event.value) for event in events), return_exceptions=True)
             for event, result in zip(events, results, strict=True):
                 if isinstance(result, Exception):
                     # A bug or an outage outlasting the retries: the run ends failed, the pipeline goes on.
                     logger.error("run crashed run_id=%s error=%r", event.value.get("runId"), result, exc_info=result)
                     # The details are in the worker log; import_logs is public and gets no exception repr.
-                    await progress(event.value["runId"], {"type": "failed", "error": "internal error (see the worker log)"})
+                    await self.progress(event.value["runId"], {"type": "failed", "error": "internal error (see the worker log)"})
             await ack_all(stream, events)
 
-    pipeline.app.agent(pipeline.topics.commands, name="poller", concurrency=1)(poll)
+
+def attach(pipeline: Pipeline, store: Store, parsers: ParserPool) -> None:
+    poller = Poller(store, parsers, pipeline.topics, pipeline.settings)
+    pipeline.app.agent(pipeline.topics.commands, name="poller", concurrency=1)(poller.poll)

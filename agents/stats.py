@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -27,7 +28,8 @@ from faust.types import StreamT
 
 from agents import metrics
 from models.runs import FINISHED, as_mongo, fold, iso, missing_seqs, needs_repair, parse_iso, snapshot
-from streams.app import JsonEvent, Pipeline, ack_all, batches, consumer_lag, set_current_event
+from streams.app import JsonEvent, Pipeline, Topics, ack_all, batches, consumer_lag, set_current_event
+from streams.settings import Settings
 from streams.store import DUPLICATE_KEY, Store, until_reachable
 
 logger = logging.getLogger(__name__)
@@ -52,17 +54,23 @@ def expire_event(run_id: str, at: str) -> dict[str, Any]:
     return {"type": "expire", "runId": run_id, "at": at}
 
 
-def attach(pipeline: Pipeline, store: Store) -> None:
-    table = pipeline.runs_table
-    topics = pipeline.topics
-    settings = pipeline.settings
-    # runIds of unfinished runs in this worker's partitions (kept by the agent, completed by the scan).
-    unfinished: set[str] = set()
-    # runId → (monotonic time of the last repair, repairs so far): each repair waits twice as long,
-    # so a run that is merely slow (a backlog, not a loss) costs a bounded number of replays.
-    repairs: dict[str, tuple[float, int]] = {}
+@dataclass
+class Stats:
+    """The stats step with its dependencies and its in-memory state (rebuilt by the scan after a restart)."""
 
-    async def project(snapshots: list[dict[str, Any]]) -> set[str]:
+    app: Any  # the Faust app: consumer lag before a repair
+    table: Any  # the runs table (runId -> run state)
+    topics: Topics
+    settings: Settings
+    store: Store
+    # runIds of unfinished runs in this worker's partitions (kept by the agent, completed by the scan).
+    unfinished: set[str] = field(default_factory=set)
+    # runId -> (monotonic time of the last repair, repairs so far): each repair waits twice as long,
+    # so a run that is merely slow (a backlog, not a loss) costs a bounded number of replays.
+    repairs: dict[str, tuple[float, int]] = field(default_factory=dict)
+    next_scan: float = 0.0
+
+    async def project(self, snapshots: list[dict[str, Any]]) -> set[str]:
         """Replace each unfinished row by its snapshot; return the runIds whose row was already finished.
 
         Held while MongoDB is away rather than lose a count. The filter leaves finished rows alone;
@@ -70,7 +78,7 @@ def attach(pipeline: Pipeline, store: Store) -> None:
         """
         writes = [({"_id": doc["runId"], "status": {"$nin": sorted(FINISHED)}}, {"_id": doc["runId"], **as_mongo(doc)})
                   for doc in snapshots]
-        errors = await until_reachable(lambda: store.bulk_upsert(store.import_logs, writes), "import_logs projection")
+        errors = await until_reachable(lambda: self.store.bulk_upsert(self.store.import_logs, writes), "import_logs projection")
         final = set()
         for error in errors:
             run_id = writes[error["index"]][0]["_id"]
@@ -80,10 +88,10 @@ def attach(pipeline: Pipeline, store: Store) -> None:
                 logger.error("import_logs rejected the snapshot of run_id=%s: %s", run_id, error.get("errmsg"))
         return final
 
-    def fold_run(run_id: str, run_events: list[JsonEvent], now: datetime) -> dict[str, Any] | None:
+    def fold_run(self, run_id: str, run_events: list[JsonEvent], now: datetime) -> dict[str, Any] | None:
         """The run's new state after its events, written to the table if it changed; None when there is no run."""
         set_current_event(run_events[0])
-        before: dict[str, Any] | None = table.get(run_id)
+        before: dict[str, Any] | None = self.table.get(run_id)
         state = before
         expire = False
         for event in run_events:
@@ -93,19 +101,19 @@ def attach(pipeline: Pipeline, store: Store) -> None:
             elif state is None and kind not in CREATES_RUN:
                 logger.info("progress event %s for a run the table does not know (expired or stray) run_id=%s", kind, run_id)
             else:
-                state = fold(state, event.value, settings.max_failures_kept)
+                state = fold(state, event.value, self.settings.max_failures_kept)
         if state is None:
             return None
-        if expire and before is not None and state == before and expired(state, now, settings.runs_retention_hours):
-            del table[run_id]
-            unfinished.discard(run_id)
-            repairs.pop(run_id, None)
+        if expire and before is not None and state == before and expired(state, now, self.settings.runs_retention_hours):
+            del self.table[run_id]
+            self.unfinished.discard(run_id)
+            self.repairs.pop(run_id, None)
             return None
         if state != before:
-            table[run_id] = state
+            self.table[run_id] = state
         if state["status"] in FINISHED:
-            unfinished.discard(run_id)
-            repairs.pop(run_id, None)
+            self.unfinished.discard(run_id)
+            self.repairs.pop(run_id, None)
             if before is None or before["status"] not in FINISHED:
                 metrics.RUNS_FINISHED.labels(status=state["status"]).inc()
                 logger.info(
@@ -114,26 +122,26 @@ def attach(pipeline: Pipeline, store: Store) -> None:
                     state["updatedJobs"], state["unchangedJobs"], state["failedJobs"], state["durationMs"],
                 )
         else:
-            unfinished.add(run_id)
+            self.unfinished.add(run_id)
         return state
 
-    async def stats(stream: StreamT[Any]) -> None:
+    async def run(self, stream: StreamT[Any]) -> None:
         async for events in batches(stream, 1000, within=0.25):
             by_run: dict[str, list[JsonEvent]] = {}
             for event in events:
                 by_run.setdefault(event.value["runId"], []).append(event)
             now = datetime.now(UTC)
-            states = [state for run_id, run_events in by_run.items() if (state := fold_run(run_id, run_events, now))]
+            states = [state for run_id, run_events in by_run.items() if (state := self.fold_run(run_id, run_events, now))]
             if states:
                 snapshots = [snapshot(state) for state in states]
-                final = await project(snapshots)
+                final = await self.project(snapshots)
                 # A row already final stays as it is; only a finished snapshot (the same one) goes out again.
                 outgoing = [doc for doc in snapshots if doc["runId"] not in final or doc["status"] in FINISHED]
-                pending = [await topics.logs.send(key=doc["runId"], value=doc) for doc in outgoing]
+                pending = [await self.topics.logs.send(key=doc["runId"], value=doc) for doc in outgoing]
                 await asyncio.gather(*pending)
             await ack_all(stream, events)
 
-    async def repair_stalled_runs() -> None:
+    async def repair_stalled_runs(self) -> None:
         """Ask the poller to republish the items of a silent run that still lack an outcome.
 
         Every step downstream is idempotent, so a republished item either gets its first outcome
@@ -143,34 +151,34 @@ def attach(pipeline: Pipeline, store: Store) -> None:
         """
         now = datetime.now(UTC)
         candidates = []
-        for run_id in list(unfinished):
-            state = table.get(run_id)
+        for run_id in list(self.unfinished):
+            state = self.table.get(run_id)
             if state is None or state["status"] in FINISHED:
-                unfinished.discard(run_id)
-            elif needs_repair(state, now, settings.repair_after_seconds):
+                self.unfinished.discard(run_id)
+            elif needs_repair(state, now, self.settings.repair_after_seconds):
                 candidates.append((run_id, state))
-        for run_id in [run_id for run_id in repairs if run_id not in unfinished]:
-            del repairs[run_id]
+        for run_id in [run_id for run_id in self.repairs if run_id not in self.unfinished]:
+            del self.repairs[run_id]
         if not candidates:
             return
-        backlog = sum((await consumer_lag(pipeline.app, settings.topic_prefix)).values())
+        backlog = sum((await consumer_lag(self.app, self.settings.topic_prefix)).values())
         if backlog > 0:
             return  # silent because busy, not because something was lost: wait for the backlog to drain
         for run_id, state in candidates:
-            last, count = repairs.get(run_id, (-1e18, 0))
-            if time.monotonic() - last < settings.repair_after_seconds * 2**count:
+            last, count = self.repairs.get(run_id, (-1e18, 0))
+            if time.monotonic() - last < self.settings.repair_after_seconds * 2**count:
                 continue
             missing = missing_seqs(state, REPAIR_MAX_ITEMS)
             if not missing:
                 continue
-            repairs[run_id] = (time.monotonic(), count + 1)
+            self.repairs[run_id] = (time.monotonic(), count + 1)
             logger.warning("run silent for %.0fs or more with %d items unaccounted: republishing them (repair %d) run_id=%s",
-                           settings.repair_after_seconds, len(missing), count + 1, run_id)
+                           self.settings.repair_after_seconds, len(missing), count + 1, run_id)
             metrics.REPAIRS.inc()
             command = {key: state[key] for key in ("runId", "sourceUrl", "sourceName", "trigger", "requestedAt")}
-            await (await topics.commands.send(key=state["sourceUrl"], value={**command, "repairSeqs": missing}))
+            await (await self.topics.commands.send(key=state["sourceUrl"], value={**command, "repairSeqs": missing}))
 
-    async def scan_runs() -> None:
+    async def scan_runs(self) -> None:
         """Walk this worker's part of the table: index unfinished runs, ask for expired ones to be dropped.
 
         Yields to the event loop every ``SCAN_YIELD_EVERY`` runs; the table holds at most the runs of
@@ -178,30 +186,30 @@ def attach(pipeline: Pipeline, store: Store) -> None:
         """
         now = datetime.now(UTC)
         expiring: list[str] = []
-        for index, run_id in enumerate(list(table.keys())):  # keys only: values are decoded one at a time below
+        for index, run_id in enumerate(list(self.table.keys())):  # keys only: values are decoded one at a time below
             if index % SCAN_YIELD_EVERY == SCAN_YIELD_EVERY - 1:
                 await asyncio.sleep(0)
-            state = table.get(run_id)
+            state = self.table.get(run_id)
             if state is None:
                 continue
             if state["status"] not in FINISHED:
-                unfinished.add(run_id)
-            elif expired(state, now, settings.runs_retention_hours):
+                self.unfinished.add(run_id)
+            elif expired(state, now, self.settings.runs_retention_hours):
                 expiring.append(run_id)
-        pending = [await topics.progress.send(key=run_id, value=expire_event(run_id, iso(now))) for run_id in expiring]
+        pending = [await self.topics.progress.send(key=run_id, value=expire_event(run_id, iso(now))) for run_id in expiring]
         await asyncio.gather(*pending)
         if expiring:
-            logger.info("runs past retention (%.0fh) to expire from the table: %d", settings.runs_retention_hours, len(expiring))
+            logger.info("runs past retention (%.0fh) to expire from the table: %d", self.settings.runs_retention_hours, len(expiring))
 
-    next_scan = 0.0
-
-    async def maintain_runs() -> None:
+    async def maintain_runs(self) -> None:
         """The repair check every tick; a full scan at the first tick after start and every SCAN_SECONDS."""
-        nonlocal next_scan
-        if time.monotonic() >= next_scan:
-            next_scan = time.monotonic() + SCAN_SECONDS
-            await scan_runs()
-        await repair_stalled_runs()
+        if time.monotonic() >= self.next_scan:
+            self.next_scan = time.monotonic() + SCAN_SECONDS
+            await self.scan_runs()
+        await self.repair_stalled_runs()
 
-    pipeline.app.agent(topics.progress, name="stats", concurrency=1)(stats)
-    pipeline.app.timer(REPAIR_CHECK_SECONDS, name="repair_stalled_runs")(maintain_runs)
+
+def attach(pipeline: Pipeline, store: Store) -> None:
+    stats = Stats(pipeline.app, pipeline.runs_table, pipeline.topics, pipeline.settings, store)
+    pipeline.app.agent(pipeline.topics.progress, name="stats", concurrency=1)(stats.run)
+    pipeline.app.timer(REPAIR_CHECK_SECONDS, name="repair_stalled_runs")(stats.maintain_runs)

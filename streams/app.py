@@ -76,9 +76,10 @@ def create_app(settings: Settings) -> faust.App:
         producer_max_batch_size=min(512 * 1024, settings.kafka_max_message_bytes),
         producer_max_request_size=settings.kafka_max_message_bytes,
         consumer_max_fetch_size=max(8 * 1024 * 1024, settings.kafka_max_message_bytes),
-        # Events an agent may hold unprocessed: envelopes carry up to 500 postings each, so a few hundred
-        # of them are plenty (4096, the default, let a store-bound sink buffer hundreds of MB).
-        stream_buffer_maxsize=256,
+        # Events an agent may hold unprocessed (decoded): envelopes carry up to 500 postings each, so 64
+        # of them (32,000 postings) are more than a batch needs. 4096, the default, let a store-bound
+        # sink buffer hundreds of MB; 256 still took a worker past 1 GiB on a 1M-posting re-import.
+        stream_buffer_maxsize=64,
         table_cleanup_interval=60.0,
         # A killed worker's partitions move to the survivors after this long, not Kafka's default minute.
         broker_session_timeout=15.0,
