@@ -15,7 +15,7 @@ import logging
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import faust
@@ -24,15 +24,11 @@ from faust.types import StreamT
 from agents import metrics
 from models.dedupe import classify, forget_rejected
 from models.postings import change_event
-from models.runs import iso, outcomes_event
+from models.runs import iso, outcomes_event, utc_now
 from streams.app import JsonEvent, Pipeline, Topics, ack_all, batches, set_current_event
 from streams.settings import Settings
 
 logger = logging.getLogger(__name__)
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass
@@ -42,10 +38,10 @@ class Dedupe:
     table: faust.Table[str, Any]
     topics: Topics
     settings: Settings
-    clock: Callable[[], datetime] = field(default=now)
+    clock: Callable[[], datetime] = field(default=utc_now)
 
     def classify_envelope(
-        self, envelope: dict[str, Any], offset: int, unchanged: dict[str, list[dict[str, Any]]], unchanged_by_feed: Counter[str]
+        self, envelope: dict[str, Any], offset: int, unchanged: dict[str, list[dict[str, Any]]], counts: Counter[tuple[str, str]]
     ) -> list[dict[str, Any]]:
         """The change events of one envelope's postings; unchanged ones are added to ``unchanged`` (by run)
         and counted by feed (the sink counts the others once written)."""
@@ -59,7 +55,7 @@ class Dedupe:
                 table[key] = result.state
             if result.outcome == "unchanged":
                 unchanged[run_id].append({"seq": item["seq"], "outcome": "unchanged"})
-                unchanged_by_feed[item["sourceUrl"]] += 1
+                counts[(item["sourceUrl"], "unchanged")] += 1
             else:
                 changes.append(change_event({**item, "runId": run_id}, result.outcome, result.version, fetched_at))
         return changes
@@ -76,7 +72,7 @@ class Dedupe:
         """Classify a batch of envelopes and publish what they caused; returns once the broker has it all."""
         pending: list[Awaitable[Any]] = []
         unchanged: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        unchanged_by_feed: Counter[str] = Counter()
+        counts: Counter[tuple[str, str]] = Counter()
         for event in events:
             value = event.value
             set_current_event(event)  # the table writes below go to this envelope's (= the keys') partition
@@ -85,7 +81,7 @@ class Dedupe:
                 continue
             if "items" not in value:  # a single posting, as published before envelopes
                 value = {"runId": value["runId"], "fetchedAt": value["fetchedAt"], "items": [value]}
-            changes = self.classify_envelope(value, event.message.offset, unchanged, unchanged_by_feed)
+            changes = self.classify_envelope(value, event.message.offset, unchanged, counts)
             if changes:
                 pending.append(await self.topics.upserts.send(key=value["runId"], value={"type": "changes", "items": changes},
                                                               partition=event.message.partition))
@@ -93,8 +89,7 @@ class Dedupe:
         for run_id, items in unchanged.items():
             pending.append(await self.topics.progress.send(key=run_id, value=outcomes_event(run_id, items, at)))
         await asyncio.gather(*pending)
-        for url, count in unchanged_by_feed.items():
-            metrics.ITEMS.labels(feed=metrics.feed_label(url), outcome="unchanged").inc(count)
+        metrics.count_items(counts)
 
     async def run(self, stream: StreamT[Any]) -> None:
         async for events in batches(stream, max(1, self.settings.batch_size // 50), within=min(self.settings.batch_window_seconds, 0.5)):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+from collections.abc import Mapping
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -31,6 +32,12 @@ logger = logging.getLogger(__name__)
 
 ITEMS = Counter("jobstream_items_total", "Postings by feed (feed_label) and final outcome", ["feed", "outcome"])
 ITEMS_PARSED = Counter("jobstream_items_parsed_total", "Postings published to jobs.parsed by feed (feed_label)", ["feed"])
+def count_items(counts: Mapping[tuple[str, str], int]) -> None:
+    """Add a batch's ``{(feed URL, outcome): postings}`` to ``ITEMS``: one call per series, not per posting."""
+    for (url, outcome), count in counts.items():
+        ITEMS.labels(feed=feed_label(url), outcome=outcome).inc(count)
+
+
 RUNS_FINISHED = Counter("jobstream_runs_finished_total", "Finished import runs by status", ["status"])
 RUNS_IN_PROGRESS = Gauge("jobstream_runs_in_progress", "Import runs pending or running (from import_logs)")
 FETCH_SECONDS = Histogram("jobstream_fetch_duration_seconds", "Feed HTTP fetch duration",

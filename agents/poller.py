@@ -14,7 +14,7 @@ import time
 import zlib
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import partial
 from typing import Any
 
@@ -29,7 +29,7 @@ from models.egress import EgressPolicy
 from models.envelopes import pack
 from models.feed import FeedError
 from models.feedstream import FeedSummary, Row, tail_failure
-from models.runs import compact_failures, iso, outcomes_event
+from models.runs import compact_failures, iso, outcomes_event, utc_now
 from streams.app import Pipeline, Topics, ack_all, batches
 from streams.settings import Settings
 from streams.store import Store, until_reachable
@@ -48,7 +48,7 @@ class Poller:
     parsers: ParserPool
     topics: Topics
     settings: Settings
-    now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    now: Callable[[], datetime] = field(default=utc_now)
     policy: EgressPolicy = field(init=False)
     envelope_bytes: int = field(init=False)
 

@@ -18,7 +18,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import partial
 from typing import Any
 
@@ -30,7 +30,7 @@ from agents import metrics
 from models.dedupe import rejected_event
 from models.envelopes import partition_of
 from models.postings import job_insert, job_upsert, search_document, version_guard
-from models.runs import iso, outcomes_event, parse_iso
+from models.runs import iso, outcomes_event, parse_iso, utc_now
 from streams.app import Pipeline, Topics, ack_all, batches
 from streams.settings import Settings
 from streams.store import DUPLICATE_KEY, Store, unreachable, until_reachable
@@ -142,7 +142,7 @@ class Sink:
     topics: Topics
     producer: Any  # the app's producer: jobs.changes goes out through it without Faust's per-message machinery
     settings: Settings
-    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    clock: Callable[[], datetime] = field(default=utc_now)
 
     async def write_timed(self, changes: Sequence[Mapping[str, Any]]) -> dict[str, str]:
         started = time.perf_counter()
@@ -185,8 +185,7 @@ class Sink:
         for run_id, items in outcomes.items():
             pending.append(await self.topics.progress.send(key=run_id, value=outcomes_event(run_id, items, at, batch=True)))
         await asyncio.gather(*pending)
-        for (url, outcome), count in counts.items():
-            metrics.ITEMS.labels(feed=metrics.feed_label(url), outcome=outcome).inc(count)
+        metrics.count_items(counts)
 
     async def run(self, stream: StreamT[Any]) -> None:
         async for events in batches(stream, max(1, self.settings.batch_size // 10), within=self.settings.batch_window_seconds):

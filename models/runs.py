@@ -43,6 +43,11 @@ def new_run_id(now: datetime) -> str:
     return f"{now.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:12]}"
 
 
+def utc_now() -> datetime:
+    """The agents' default clock (a field of each step, so tests can pass their own)."""
+    return datetime.now(UTC)
+
+
 def iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
