@@ -58,15 +58,25 @@ def attach(pipeline: Pipeline, store: Store) -> None:
         await (await app.send(topic, key=key, value=value))
 
     async def schedule_imports() -> None:
+        """Request a run of every enabled feed that is neither busy nor scheduled within the last interval.
+
+        ``next_due`` is only when this process looks again: the leader can move to another worker (one
+        that joins or restarts), whose own timer says nothing about what the last leader scheduled, so
+        what is due is read from ``import_logs`` (less one tick, so a run requested a moment after this
+        process's tick does not push its feed back a tick).
+        """
         nonlocal next_due
         if time.monotonic() < next_due:
             return
         feeds = await store.enabled_feeds()
         busy = await store.active_sources()
+        recent = await store.recently_scheduled(datetime.now(UTC) - timedelta(seconds=interval - TICK_SECONDS))
         next_due = time.monotonic() + interval  # only now: a store outage postpones the schedule by one tick
-        due = [FeedEntry(doc["url"], doc.get("name", "")) for doc in feeds if doc["url"] not in busy]
+        due = [FeedEntry(doc["url"], doc.get("name", "")) for doc in feeds if doc["url"] not in busy and doc["url"] not in recent]
         runs = await request_runs(send, settings, due, "schedule")
-        logger.info("scheduled runs=%d skipped_in_progress=%d next_in_s=%.0f", len(runs), len(feeds) - len(due), interval)
+        in_progress = sum(doc["url"] in busy for doc in feeds)
+        logger.info("scheduled runs=%d skipped_in_progress=%d skipped_scheduled_recently=%d next_in_s=%.0f",
+                    len(runs), in_progress, len(feeds) - len(due) - in_progress, interval)
 
     next_reconcile = 0.0  # the first tick after start: a crash may have left rows unfinished
 

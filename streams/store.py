@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from datetime import datetime
 from functools import partial
 from typing import Any, TypeVar
 
@@ -210,6 +211,15 @@ class Store:
         # refuses it on ``distinct`` (FailedToParse); aggregate takes it on both stores.
         busy: list[Document] = [{"$match": {"status": {"$in": ["pending", "running"]}}}, {"$group": {"_id": "$sourceUrl"}}]
         return {doc["_id"] async for doc in await self.import_logs.aggregate(busy)}
+
+    async def recently_scheduled(self, since: datetime) -> set[str]:
+        """Feeds with a scheduled run requested at or after ``since``: the schedule is not due for them yet.
+
+        A range on ``requestedAt`` (the runs list's index), so it reads the runs of one interval, not
+        the whole collection.
+        """
+        recent = self.import_logs.find({"requestedAt": {"$gte": since}, "trigger": "schedule"}, {"_id": 0, "sourceUrl": 1})
+        return {doc["sourceUrl"] async for doc in recent}
 
     # --- the write path: small commands, a bounded number in flight -------------------------------
     #

@@ -11,7 +11,7 @@ import asyncio
 import struct
 import time
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -160,6 +160,14 @@ async def test_the_worker_queries_are_accepted_by_the_real_store_under_a_deadlin
                                              for i, (url, status) in enumerate([("https://x/a", "running"), ("https://x/a", "pending"),
                                                                                 ("https://x/b", "completed")])])
         assert await store.active_sources() == {"https://x/a"}
+        # The schedule's memory (agents/scheduler.py): scheduled runs since a moment, by feed.
+        hour = timedelta(hours=1)
+        await store.import_logs.insert_many([
+            {"_id": f"s{i}", "runId": f"s{i}", "sourceUrl": url, "status": "completed", "trigger": trigger, "requestedAt": at}
+            for i, (url, trigger, at) in enumerate([("https://x/c", "schedule", now - hour / 4), ("https://x/d", "manual", now - hour / 4),
+                                                    ("https://x/e", "schedule", now - 2 * hour), ("https://x/f", "schedule", now)])])
+        assert await store.recently_scheduled(now - hour) == {"https://x/c", "https://x/f"}
+        assert await store.recently_scheduled(now + hour) == set()
     finally:
         await store.client.drop_database(f"deadline_{unique}")
         await store.close()
