@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Any
 
 import faust
+import orjson
 from faust.types import StreamT
 
 from agents import metrics
@@ -35,26 +36,39 @@ logger = logging.getLogger(__name__)
 class Dedupe:
     """The dedupe step with its dependencies: the table (read and written only here), topics, settings."""
 
-    table: faust.Table[str, Any]
+    table: faust.Table[str, bytes]  # values: the JSON of a models.dedupe state (see streams.app)
     topics: Topics
     settings: Settings
     clock: Callable[[], datetime] = field(default=utc_now)
 
+    def lookup(self, key: str) -> dict[str, Any] | None:
+        """The key's table value: one store read (``table.get`` reads twice: a membership test, then the value)."""
+        try:
+            value = self.table.data[key]
+        except KeyError:
+            return None
+        return orjson.loads(value)  # type: ignore[no-any-return]
+
+    def remember(self, key: str, state: dict[str, Any]) -> None:
+        """Write the key's table value (and so its changelog record)."""
+        self.table[key] = orjson.dumps(state)
+
     def classify_envelope(
-        self, envelope: dict[str, Any], offset: int, unchanged: dict[str, list[dict[str, Any]]], counts: Counter[tuple[str, str]]
+        self, envelope: dict[str, Any], offset: int, unchanged: dict[str, list[int]], counts: Counter[tuple[str, str]]
     ) -> list[dict[str, Any]]:
-        """The change events of one envelope's postings; unchanged ones are added to ``unchanged`` (by run)
-        and counted by feed (the sink counts the others once written)."""
+        """The change events of one envelope's postings; the seqs of unchanged ones are added to ``unchanged``
+        (by run) and counted by feed (the sink counts the others once written)."""
         run_id, fetched_at = envelope["runId"], envelope["fetchedAt"]
-        table = self.table
+        lookup = self.lookup
         changes = []
+        unchanged_seqs = unchanged[run_id]
         for index, item in enumerate(envelope["items"]):
             key = item["dedupeKey"]
-            result = classify(table.get(key), item["fingerprint"], run_id, item["seq"], (offset, index))
+            result = classify(lookup(key), item["fingerprint"], run_id, item["seq"], (offset, index))
             if result.state is not None:
-                table[key] = result.state
+                self.remember(key, result.state)
             if result.outcome == "unchanged":
-                unchanged[run_id].append({"seq": item["seq"], "outcome": "unchanged"})
+                unchanged_seqs.append(item["seq"])
                 counts[(item["sourceUrl"], "unchanged")] += 1
             else:
                 changes.append(change_event({**item, "runId": run_id}, result.outcome, result.version, fetched_at))
@@ -62,16 +76,16 @@ class Dedupe:
 
     def forget(self, rejected: dict[str, Any]) -> None:
         key = rejected["dedupeKey"]
-        forgotten = forget_rejected(self.table.get(key), rejected["fingerprint"], rejected.get("version"))
+        forgotten = forget_rejected(self.lookup(key), rejected["fingerprint"], rejected.get("version"))
         if forgotten is not None:
-            self.table[key] = forgotten
+            self.remember(key, forgotten)
             logger.info("dedupe entry forgets a fingerprint MongoDB rejected key=%s run_id=%s seq=%s",
                         key, rejected.get("runId"), rejected.get("seq"))
 
     async def handle(self, events: list[JsonEvent]) -> None:
         """Classify a batch of envelopes and publish what they caused; returns once the broker has it all."""
         pending: list[Awaitable[Any]] = []
-        unchanged: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        unchanged: dict[str, list[int]] = defaultdict(list)
         counts: Counter[tuple[str, str]] = Counter()
         for event in events:
             value = event.value
@@ -86,8 +100,9 @@ class Dedupe:
                 pending.append(await self.topics.upserts.send(key=value["runId"], value={"type": "changes", "items": changes},
                                                               partition=event.message.partition))
         at = iso(self.clock())
-        for run_id, items in unchanged.items():
-            pending.append(await self.topics.progress.send(key=run_id, value=outcomes_event(run_id, items, at)))
+        for run_id, seqs in unchanged.items():
+            if seqs:
+                pending.append(await self.topics.progress.send(key=run_id, value=outcomes_event(run_id, [], at, seqs={"unchanged": seqs})))
         await asyncio.gather(*pending)
         metrics.count_items(counts)
 

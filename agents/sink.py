@@ -158,15 +158,17 @@ class Sink:
         rejected = await until_reachable(partial(self.write_timed, changes), "batch (not acked)", on_retry=metrics.WRITE_RETRIES.inc)
         written_at = self.clock()
         pending: list[Awaitable[Any]] = []
-        outcomes: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        failed: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        written: dict[str, dict[str, list[int]]] = defaultdict(lambda: {"created": [], "updated": []})
         counts: Counter[tuple[str, str]] = Counter()
         changes_topic = self.settings.topic("jobs.changes")
         for change in changes:
             job = change["job"]
             key = job["dedupeKey"]
             if key in rejected:
-                item = {"seq": change["seq"], "outcome": "failed", "key": job.get("externalId") or key,
-                        "reason": rejected[key], "stage": "write"}
+                outcome = "failed"
+                failed[change["runId"]].append({"seq": change["seq"], "outcome": outcome, "key": job.get("externalId") or key,
+                                                "reason": rejected[key], "stage": "write"})
                 dlq = {"reason": rejected[key], "stage": "write", "payload": change}
                 pending.append(await self.topics.dlq.send(key=key, value=dlq))
                 # The dedupe table already holds this fingerprint: make it forget, so the next run writes
@@ -174,16 +176,17 @@ class Sink:
                 pending.append(await self.topics.parsed.send(key=key, value=rejected_event(change, rejected[key]),
                                                              partition=partition_of(key, self.settings.topic_partitions)))
             else:
-                item = {"seq": change["seq"], "outcome": change["type"]}
+                outcome = change["type"]
+                written[change["runId"]][outcome].append(change["seq"])
                 pending.append(await self.producer.send(changes_topic, key.encode(), dumps(change), None, None, None))
                 fetched = parse_iso(change["occurredAt"])
                 if fetched is not None:
                     metrics.LATENCY_SECONDS.observe((written_at - fetched).total_seconds())
-            outcomes[change["runId"]].append(item)
-            counts[(job["sourceUrl"], item["outcome"])] += 1
+            counts[(job["sourceUrl"], outcome)] += 1
         at = iso(written_at)
-        for run_id, items in outcomes.items():
-            pending.append(await self.topics.progress.send(key=run_id, value=outcomes_event(run_id, items, at, batch=True)))
+        for run_id in dict.fromkeys([*written, *failed]):
+            event = outcomes_event(run_id, failed.get(run_id, []), at, batch=True, seqs=written.get(run_id))
+            pending.append(await self.topics.progress.send(key=run_id, value=event))
         await asyncio.gather(*pending)
         metrics.count_items(counts)
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import base64
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -76,9 +76,34 @@ def requested_event(command: Mapping[str, Any]) -> dict[str, Any]:
     return {"type": "requested", "at": command["requestedAt"], **command}
 
 
-def outcomes_event(run_id: str, items: list[dict[str, Any]], at: str, *, batch: bool = False) -> dict[str, Any]:
-    """Outcomes of some of a run's items: ``{"seq", "outcome"}`` plus ``key``/``reason``/``stage`` when failed."""
-    return {"type": "outcomes", "runId": run_id, "at": at, "items": items, "batch": batch}
+def outcomes_event(
+    run_id: str, items: list[dict[str, Any]], at: str, *, batch: bool = False, seqs: Mapping[str, list[int]] | None = None
+) -> dict[str, Any]:
+    """Outcomes of some of a run's items.
+
+    ``items`` are ``{"seq", "outcome"}`` plus ``key``/``reason``/``stage`` when failed; ``seqs``
+    maps an outcome to bare sequence numbers, the compact form for outcomes without details (a
+    list of ints costs a fraction of a dict per posting to encode, decode and fold).
+    """
+    event = {"type": "outcomes", "runId": run_id, "at": at, "items": items, "batch": batch}
+    compact = {outcome: numbers for outcome, numbers in (seqs or {}).items() if numbers}
+    if compact:
+        event["seqs"] = compact
+    return event
+
+
+def _outcomes_of(event: Mapping[str, Any]) -> Iterator[tuple[int, str, Mapping[str, Any]]]:
+    """``(seq, outcome, details)`` of every item an outcomes event reports, in either form."""
+    for item in event["items"]:
+        yield item["seq"], item["outcome"], item
+    for outcome, numbers in (event.get("seqs") or {}).items():
+        if outcome not in OUTCOME_FIELDS:
+            raise ValueError(f"unknown outcome {outcome!r}")
+        for seq in numbers:
+            yield seq, outcome, _NO_DETAILS
+
+
+_NO_DETAILS: Mapping[str, Any] = {}
 
 
 def clip(text: object, limit: int = MAX_FAILURE_TEXT) -> str:
@@ -173,7 +198,7 @@ def fold(state: dict[str, Any] | None, event: Mapping[str, Any], max_failures_ke
                 run["error"] = clip(event["error"], MAX_ERROR_TEXT)
             _account(run, [(f["seq"], "failed", f) for f in event.get("failures", [])], max_failures_kept)
     elif kind == "outcomes":
-        added = _account(run, [(item["seq"], item["outcome"], item) for item in event["items"]], max_failures_kept)
+        added = _account(run, _outcomes_of(event), max_failures_kept)
         if added and event.get("batch"):
             run["meta"]["batches"] = int(run["meta"].get("batches", 0)) + 1
     elif kind == "failed":

@@ -50,7 +50,7 @@ class Pipeline:
     settings: Settings
     app: faust.App
     topics: Topics
-    dedupe_table: faust.Table[str, Any]
+    dedupe_table: faust.Table[str, bytes]
     runs_table: faust.Table[str, Any]
 
 
@@ -120,12 +120,15 @@ def create_pipeline(settings: Settings) -> Pipeline:
         logs=topic("import.logs"),
         dlq=topic("jobs.dlq"),
     )
-    tables = [
-        app.Table(name, default=None, partitions=settings.topic_partitions, key_type=str, value_type=None,
-                  options=rocksdb_options() if settings.table_store.startswith("rocksdb") else None)
-        for name in TABLES
-    ]
-    dedupe_table, runs_table = cast(list[faust.Table[str, Any]], tables)
+    def table(name: str, value_type: type | None) -> Any:
+        return app.Table(name, default=None, partitions=settings.topic_partitions, key_type=str, value_type=value_type,
+                         options=rocksdb_options() if settings.table_store.startswith("rocksdb") else None)
+
+    # The dedupe table's values are JSON bytes the dedupe step encodes and decodes itself (orjson), so
+    # a read or write per posting skips Faust's serializer chain; they are the bytes Faust's json codec
+    # wrote before, so tables and changelogs written by either read the same.
+    dedupe_table: faust.Table[str, bytes] = table(TABLES[0], bytes)
+    runs_table: faust.Table[str, Any] = table(TABLES[1], None)
     return Pipeline(settings, app, topics, dedupe_table, runs_table)
 
 

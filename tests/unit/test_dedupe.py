@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import random
-from typing import Any
+from collections import Counter, defaultdict
+from typing import Any, cast
 
 import pytest
 
+from agents.dedupe import Dedupe
 from models.dedupe import RECENT_KEPT, Classification, classify, forget_rejected, rejected_event
 from models.envelopes import murmur2, pack, partition_of, size_bound
 
@@ -136,3 +139,44 @@ def test_pack_groups_by_partition_keeps_order_and_caps_envelopes() -> None:
     huge = [(0, {"dedupeKey": "big", "seq": 0, "description": "é" * 10_000})]
     assert pack(huge, max_bytes=1000) == [(0, [huge[0][1]])], "an item over the cap goes alone"
     assert size_bound({"description": "é" * 10}) >= len('"é"'.encode()) * 10
+
+
+class FakeTable(dict[str, Any]):
+    """A table as the dedupe step uses it: ``data`` reads the store, item assignment writes (and is counted)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    @property
+    def data(self) -> dict[str, Any]:
+        return self
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.writes += 1
+        super().__setitem__(key, value)
+
+
+def test_the_dedupe_step_writes_changes_only_and_lists_unchanged_seqs_by_run() -> None:
+    table = FakeTable()
+    dedupe = Dedupe(cast(Any, table), cast(Any, None), cast(Any, None))
+
+    def envelope(run_id: str, fingerprints: list[str]) -> dict[str, Any]:
+        items = [{"dedupeKey": f"k{i}", "fingerprint": fp, "seq": 10 + i, "sourceUrl": "https://x/feed", "title": f"t{i}"}
+                 for i, fp in enumerate(fingerprints)]
+        return {"runId": run_id, "fetchedAt": "2025-01-06T10:00:00Z", "items": items}
+
+    unchanged: defaultdict[str, list[int]] = defaultdict(list)
+    counts: Counter[tuple[str, str]] = Counter()
+    first = dedupe.classify_envelope(envelope("r1", ["a", "b", "c"]), 0, unchanged, counts)
+    assert [(c["type"], c["version"], c["seq"], c["job"]["title"]) for c in first] == [
+        ("created", 1, 10, "t0"), ("created", 1, 11, "t1"), ("created", 1, 12, "t2")]
+    assert table.writes == 3 and unchanged["r1"] == [] and not counts
+    assert json.loads(table["k1"])["fingerprint"] == "b", "table values are JSON bytes"
+    again = dedupe.classify_envelope(envelope("r2", ["a", "B", "c"]), 1, unchanged, counts)
+    assert [(c["type"], c["version"], c["job"]["dedupeKey"]) for c in again] == [("updated", 2, "k1")]
+    assert table.writes == 4, "an unchanged posting costs no table write"
+    assert unchanged["r2"] == [10, 12] and counts == Counter({("https://x/feed", "unchanged"): 2})
+    replay = dedupe.classify_envelope(envelope("r2", ["a", "B", "c"]), 1, unchanged, counts)
+    assert [(c["type"], c["version"]) for c in replay] == [("updated", 2)], "a redelivered change keeps its outcome"
+    assert table.writes == 4 and dedupe.lookup("missing") is None

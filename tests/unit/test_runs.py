@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from models.runs import fold, missing_seqs, needs_repair, requested_event, run_request, snapshot
+from models.runs import fold, missing_seqs, needs_repair, outcomes_event, requested_event, run_request, snapshot
 
 RUN = "run-1"
 COUNTERS = ("newJobs", "updatedJobs", "unchangedJobs", "failedJobs")
@@ -63,6 +63,20 @@ def test_duplicated_progress_is_counted_once() -> None:
     assert run["newJobs"] == 2 and run["status"] == "running" and run["meta"]["batches"] == 1
     run = fold(run, event("fetched", totalFetched=99, failures=[]), 10)
     assert run["totalFetched"] == 3, "a replayed announcement does not change the total"
+
+
+def test_compact_outcomes_count_like_listed_ones_and_each_seq_once() -> None:
+    compact = outcomes_event(RUN, [{"seq": 4, "outcome": "failed", "key": "k", "reason": "r", "stage": "write"}],
+                             "2025-01-06T10:00:05Z", batch=True, seqs={"created": [0, 1], "updated": [2], "unchanged": []})
+    assert compact["seqs"] == {"created": [0, 1], "updated": [2]}, "empty lists are left out"
+    run = apply(event("started"), event("fetched", totalFetched=6, failures=[]), compact, compact,
+                outcomes((1, "created"), (3, "unchanged")))
+    assert [run[c] for c in COUNTERS] == [2, 1, 1, 1] and run["status"] == "running"
+    assert run["failures"] == [{"key": "k", "reason": "r", "stage": "write", "seq": 4}]
+    run = fold(run, outcomes_event(RUN, [], "2025-01-06T10:00:06Z", seqs={"unchanged": [5, 3]}), 10)
+    assert [run[c] for c in COUNTERS] == [2, 1, 2, 1] and run["status"] == "partial" and invariant(run)
+    with pytest.raises(ValueError, match="unknown outcome"):
+        fold(None, outcomes_event(RUN, [], "2025-01-06T10:00:06Z", seqs={"lost": [0]}), 10)
 
 
 def test_outcomes_before_the_announcement_are_kept() -> None:
