@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 import zlib
+from collections import deque
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -37,6 +38,9 @@ from streams.store import Store, until_reachable
 logger = logging.getLogger(__name__)
 
 COMMANDS_AT_ONCE = 4
+# Chunks of one feed sent to the broker but not yet acknowledged: the poller sends the next chunk while
+# the broker acknowledges the last ones, instead of a round trip per chunk (2,000 for a 1M feed).
+PUBLISH_AHEAD = 4
 MAX_RAW_STORED = 15 * 1024 * 1024  # below MongoDB's 16 MiB document limit
 
 
@@ -129,25 +133,41 @@ class Poller:
         run_id, url = command["runId"], command["sourceUrl"]
         fetched_at = iso(self.now())
         published = failed = 0
-        async with self.parsers.parse(payload, url, command.get("sourceName", ""), only) as job:
-            if isinstance(payload, bytearray):
-                # The parse process has the whole payload now (a fresh fetch's own buffer, nothing else
-                # reads it): free it before publishing, or a 500 MB feed stays in memory until the end.
-                payload.clear()
-            async for rows in job:
-                sent, failures = await self.publish_rows(run_id, url, fetched_at, rows)
-                published += sent
-                failed += failures
-            summary = job.summary
+        unacked: deque[asyncio.Future[None]] = deque()  # chunks sent, in order, whose acks are not awaited yet
+        try:
+            async with self.parsers.parse(payload, url, command.get("sourceName", ""), only) as job:
+                if isinstance(payload, bytearray):
+                    # The parse process has the whole payload now (a fresh fetch's own buffer, nothing else
+                    # reads it): free it before publishing, or a 500 MB feed stays in memory until the end.
+                    payload.clear()
+                async for rows in job:
+                    acked, sent, failures = await self.publish_rows(run_id, url, fetched_at, rows)
+                    unacked.append(asyncio.ensure_future(acked))
+                    published += sent
+                    failed += failures
+                    while len(unacked) > PUBLISH_AHEAD:
+                        await unacked.popleft()
+                summary = job.summary
+        except asyncio.CancelledError:
+            for pending in unacked:  # the worker is stopping: the command is redelivered and republished
+                pending.cancel()
+            unacked.clear()
+            raise
+        finally:
+            # However the parse ended, what was sent is in the broker before this returns or raises: a run
+            # cut short announces the items handed out as published.
+            while unacked:
+                await unacked.popleft()
         assert summary is not None  # noqa: S101 - the job ended with its summary or raised
         metrics.PARSE_SECONDS.observe(job.waited)
         logger.info("published run_id=%s url=%s items=%d failed=%d parse_wait_s=%.2f%s", run_id, url, published, failed,
                     job.waited, " (repair)" if only is not None else "")
         return summary, job.handed_out, job.waited
 
-    async def publish_rows(self, run_id: str, url: str, fetched_at: str, rows: list[Row]) -> tuple[int, int]:
-        """The chunk's postings as envelopes, one or more per partition (``models/envelopes.py``), and one
-        outcomes event for its failed items; awaited until the broker has them."""
+    async def publish_rows(self, run_id: str, url: str, fetched_at: str, rows: list[Row]) -> tuple[Awaitable[None], int, int]:
+        """Send the chunk's postings as envelopes, one or more per partition (``models/envelopes.py``), and one
+        outcomes event for its failed items; return what completes once the broker has them all (the next
+        chunk can be sent meanwhile: the broker keeps each partition's order), and the counts."""
         pending: list[Awaitable[Any]] = []
         failures: list[dict[str, Any]] = []
         postings: list[tuple[int, dict[str, Any]]] = []
@@ -165,10 +185,14 @@ class Poller:
         if failures:
             event = outcomes_event(run_id, compact_failures(failures, self.settings.max_failures_kept), iso(self.now()))
             pending.append(await self.topics.progress.send(key=run_id, value=event))
-            metrics.ITEMS.labels(feed=metrics.feed_label(url), outcome="failed").inc(len(failures))
-        await asyncio.gather(*pending)
-        metrics.ITEMS_PARSED.labels(feed=metrics.feed_label(url)).inc(len(postings))
-        return len(postings), len(failures)
+
+        async def acked() -> None:
+            await asyncio.gather(*pending)
+            metrics.ITEMS_PARSED.labels(feed=metrics.feed_label(url)).inc(len(postings))
+            if failures:
+                metrics.ITEMS.labels(feed=metrics.feed_label(url), outcome="failed").inc(len(failures))
+
+        return acked(), len(postings), len(failures)
 
     async def stored_payload(self, run_id: str) -> FetchResult | None:
         stored = await until_reachable(partial(self.store.raw_feeds.find_one, {"_id": run_id}), f"run {run_id}")
