@@ -92,18 +92,20 @@ def outcomes_event(
     return event
 
 
+_NO_DETAILS: Mapping[str, Any] = {}
+
+
 def _outcomes_of(event: Mapping[str, Any]) -> Iterator[tuple[int, str, Mapping[str, Any]]]:
     """``(seq, outcome, details)`` of every item an outcomes event reports, in either form."""
+    seqs: Mapping[str, list[int]] = event.get("seqs") or {}
+    unknown = sorted(set(seqs) - OUTCOME_FIELDS.keys())
+    if unknown:  # before anything is yielded: a malformed event changes no counter
+        raise ValueError(f"unknown outcome {unknown[0]!r}")
     for item in event["items"]:
         yield item["seq"], item["outcome"], item
-    for outcome, numbers in (event.get("seqs") or {}).items():
-        if outcome not in OUTCOME_FIELDS:
-            raise ValueError(f"unknown outcome {outcome!r}")
+    for outcome, numbers in seqs.items():
         for seq in numbers:
             yield seq, outcome, _NO_DETAILS
-
-
-_NO_DETAILS: Mapping[str, Any] = {}
 
 
 def clip(text: object, limit: int = MAX_FAILURE_TEXT) -> str:
