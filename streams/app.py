@@ -127,8 +127,9 @@ def create_pipeline(settings: Settings) -> Pipeline:
     # The dedupe table's values are JSON bytes the dedupe step encodes and decodes itself (orjson), so
     # a read or write per posting skips Faust's serializer chain; they are the bytes Faust's json codec
     # wrote before, so tables and changelogs written by either read the same.
-    dedupe_table: faust.Table[str, bytes] = table(TABLES[0], bytes)
-    runs_table: faust.Table[str, Any] = table(TABLES[1], None)
+    dedupe_name, runs_name = TABLES
+    dedupe_table: faust.Table[str, bytes] = table(dedupe_name, bytes)
+    runs_table: faust.Table[str, Any] = table(runs_name, None)
     return Pipeline(settings, app, topics, dedupe_table, runs_table)
 
 

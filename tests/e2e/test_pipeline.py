@@ -201,15 +201,21 @@ async def test_several_feeds_at_once_are_counted_separately(
     assert mongo_db(pipeline_env).jobs.count_documents({}) == sum(10 + i for i in range(8))
 
 
+def scheduled_feeds(feed_server: FeedServer, tmp_path: Path, name: str, count: int, items: int) -> tuple[list[str], dict[str, str]]:
+    """``count`` feeds of ``items`` postings listed in a FEEDS_FILE: their URLs, and the worker settings that
+    schedule them from the first tick."""
+    urls = [feed_server.put(f"{name}-{i}.xml", rss(postings(items, prefix=f"{name}-{i}"))) for i in range(count)]
+    feeds_file = tmp_path / f"{name}-feeds.yaml"
+    feeds_file.write_text("feeds:\n" + "".join(f"  - url: {url}\n    name: feed {i}\n" for i, url in enumerate(urls)))
+    return urls, {"FEEDS_FILE": str(feeds_file), "IMPORT_ON_START": "true"}
+
+
 async def test_a_worker_that_becomes_leader_later_does_not_schedule_the_same_feeds_again(
     start_worker: Callable[..., Process], pipeline_env: dict[str, str], feed_server: FeedServer, unique: str, tmp_path: Path
 ) -> None:
     # The leader moves when a worker joins or restarts; the new leader's own timer knows nothing of
     # the runs the last one scheduled, so what is due must come from import_logs.
-    urls = [feed_server.put(f"{unique}-lead-{i}.xml", rss(postings(5, prefix=f"l{i}"))) for i in range(2)]
-    feeds_file = tmp_path / "leader-feeds.yaml"
-    feeds_file.write_text("feeds:\n" + "".join(f"  - url: {url}\n    name: feed {i}\n" for i, url in enumerate(urls)))
-    overrides = {"FEEDS_FILE": str(feeds_file), "IMPORT_ON_START": "true"}
+    urls, overrides = scheduled_feeds(feed_server, tmp_path, f"{unique}-lead", count=2, items=5)
     first = start_worker(**overrides)
     db = mongo_db(pipeline_env)
     await wait_for(lambda: len(docs := list(db.import_logs.find({}))) >= 2 and all(d["status"] in FINISHED for d in docs),
@@ -223,10 +229,7 @@ async def test_a_worker_that_becomes_leader_later_does_not_schedule_the_same_fee
 async def test_two_workers_schedule_each_feed_once_and_share_the_work(
     start_worker: Callable[..., Process], pipeline_env: dict[str, str], feed_server: FeedServer, unique: str, tmp_path: Path
 ) -> None:
-    urls = [feed_server.put(f"{unique}-sched-{i}.xml", rss(postings(20, prefix=f"s{i}"))) for i in range(3)]
-    feeds_file = tmp_path / "scheduled-feeds.yaml"
-    feeds_file.write_text("feeds:\n" + "".join(f"  - url: {url}\n    name: feed {i}\n" for i, url in enumerate(urls)))
-    overrides = {"FEEDS_FILE": str(feeds_file), "IMPORT_ON_START": "true"}
+    urls, overrides = scheduled_feeds(feed_server, tmp_path, f"{unique}-sched", count=3, items=20)
     start_worker(**overrides)
     start_worker(**{**overrides, "WORKER_METRICS_PORT": str(free_port()), "DATA_DIR": str(tmp_path / "second-worker")})
     db = mongo_db(pipeline_env)
