@@ -389,11 +389,12 @@ def test_hostile_xml_is_refused_before_parsing(payload: bytes) -> None:
     assert str(info.value) == REFUSED
 
 
-def test_xmltodict_guard_refuses_even_if_prolog_check_is_bypassed(
+def test_item_parse_refuses_entities_even_if_prolog_check_is_bypassed(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Second line of defence: xmltodict's disable_entities stops the bomb on its own."""
+    """Second line of defence: the item parse stops the bomb on its own (the well-formedness pass skipped too)."""
     monkeypatch.setattr(feed, "_read_prolog", lambda payload: ("rss", {}))
+    monkeypatch.setattr(feed, "_check_well_formed", lambda payload: None)
     with pytest.raises(FeedError) as info:
         parse_feed(read(FEEDS / "hostile-entity-expansion.xml"), SRC)
     assert str(info.value) == REFUSED
