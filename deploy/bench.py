@@ -43,7 +43,17 @@ from models.postings import change_event, job_insert, posting_json  # noqa: E402
 from models.registry import FeedEntry  # noqa: E402
 from streams.cli import import_feeds  # noqa: E402
 from streams.store import Store  # noqa: E402
-from tests.support import WORKER_READY, FeedServer, Process, free_port, isolated_env, mongo_db, rss, settings_of  # noqa: E402
+from tests.support import (  # noqa: E402
+    WORKER_READY,
+    FeedServer,
+    Process,
+    delete_topics,
+    free_port,
+    isolated_env,
+    mongo_db,
+    rss,
+    settings_of,
+)
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -325,6 +335,7 @@ async def main() -> None:
             worker.stop()
         await server.stop()
         mongo_db(env).client.drop_database(env["MONGO_DB"])
+        await delete_topics(env)
 
 
 if __name__ == "__main__":

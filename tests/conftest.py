@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from pathlib import Path
 import pymongo
 import pytest
 
-from tests.support import WORKER_READY, FeedServer, Process, isolated_env
+from tests.support import WORKER_READY, FeedServer, Process, delete_topics, isolated_env
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_FEEDS = ROOT.parent / "shared" / "feeds"
@@ -56,9 +57,15 @@ async def feed_server() -> AsyncIterator[FeedServer]:
 
 
 @pytest.fixture
-def pipeline_env(stack: Stack, unique: str, tmp_path: Path) -> dict[str, str]:
-    """The environment of one isolated pipeline (topics, group, database, ports of its own)."""
-    return isolated_env(stack.kafka, stack.mongo_url, unique, tmp_path)
+def pipeline_env(stack: Stack, unique: str, tmp_path: Path) -> Iterator[dict[str, str]]:
+    """The environment of one isolated pipeline (topics, group, database, ports of its own).
+
+    Its topics are deleted afterwards (its workers are stopped first: ``start_worker`` depends on this
+    fixture): a suite that left them would leave the broker thousands of partitions heavier.
+    """
+    env = isolated_env(stack.kafka, stack.mongo_url, unique, tmp_path)
+    yield env
+    asyncio.run(delete_topics(env))
 
 
 @pytest.fixture

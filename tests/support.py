@@ -17,6 +17,7 @@ from typing import Any
 
 import pymongo
 from aiohttp import web
+from aiokafka.admin import AIOKafkaAdminClient
 
 from streams.settings import Settings
 
@@ -214,3 +215,15 @@ async def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> A
 def mongo_db(env: Mapping[str, str]) -> pymongo.database.Database[dict[str, Any]]:
     client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(env["MONGO_URL"], tz_aware=True)
     return client[env["MONGO_DB"]]
+
+
+async def delete_topics(env: dict[str, str]) -> None:
+    """Leave the broker as we found it: the topics of this prefix (and the app's changelogs) go."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=env["KAFKA_BOOTSTRAP_SERVERS"])
+    await admin.start()
+    try:
+        ours = [t for t in await admin.list_topics() if t.startswith((env["TOPIC_PREFIX"], env["APP_ID"] + "-"))]
+        if ours:
+            await admin.delete_topics(ours)
+    finally:
+        await admin.close()

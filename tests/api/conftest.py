@@ -8,12 +8,11 @@ from typing import Any
 
 import pymongo
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
 
 from api.context import ApiOptions
 from tests.api.support import ApiHarness, fast_options, start_api
 from tests.conftest import Stack
-from tests.support import isolated_env
+from tests.support import delete_topics, isolated_env
 
 MakeApi = Callable[..., Awaitable[ApiHarness]]
 
@@ -59,15 +58,3 @@ def drop_database(env: dict[str, str]) -> None:
         client.drop_database(env["MONGO_DB"])
     finally:
         client.close()
-
-
-async def delete_topics(env: dict[str, str]) -> None:
-    """Leave the broker as we found it: the topics of this prefix (and the app's changelogs) go."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=env["KAFKA_BOOTSTRAP_SERVERS"])
-    await admin.start()
-    try:
-        ours = [t for t in await admin.list_topics() if t.startswith((env["TOPIC_PREFIX"], env["APP_ID"] + "-"))]
-        if ours:
-            await admin.delete_topics(ours)
-    finally:
-        await admin.close()

@@ -25,9 +25,9 @@ from typing import Any
 
 import pytest
 
-from tests.api.conftest import delete_topics, drop_database
+from tests.api.conftest import drop_database
 from tests.api.support import BASE_TIME, ApiHarness, fast_options, insert_jobs, job_doc, run_doc, start_api, stored
-from tests.support import mongo_db
+from tests.support import delete_topics, mongo_db
 
 pytestmark = pytest.mark.integration
 
