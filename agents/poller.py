@@ -27,7 +27,7 @@ from agents import metrics
 from agents.fetch import FetchError, FetchResult, RefusedError, Validators, fetch_feed
 from agents.parsing import ParseFailed, ParserPool
 from models.egress import EgressPolicy
-from models.envelopes import pack
+from models.envelopes import pack, postings_envelope
 from models.feed import FeedError
 from models.feedstream import FeedSummary, Row, tail_failure
 from models.runs import compact_failures, iso, outcomes_event, utc_now
@@ -170,18 +170,17 @@ class Poller:
         chunk can be sent meanwhile: the broker keeps each partition's order), and the counts."""
         pending: list[Awaitable[Any]] = []
         failures: list[dict[str, Any]] = []
-        postings: list[tuple[int, dict[str, Any]]] = []
+        postings: list[tuple[int, bytes]] = []
         for row in rows:
             if len(row) == 3:
-                seq, doc, partition = row
-                doc["seq"] = seq
-                postings.append((partition, doc))
+                _, posting, partition = row
+                postings.append((partition, posting))
             else:
                 seq, key, reason, stage = row
                 failures.append({"seq": seq, "outcome": "failed", "key": key, "reason": reason, "stage": stage})
-        header = {"type": "postings", "runId": run_id, "fetchedAt": fetched_at}
         for partition, items in pack(postings, self.envelope_bytes):
-            pending.append(await self.topics.parsed.send(key=run_id, value={**header, "items": items}, partition=partition))
+            envelope = postings_envelope(run_id, fetched_at, items)
+            pending.append(await self.topics.parsed.send(key=run_id, value=envelope, partition=partition))
         if failures:
             event = outcomes_event(run_id, compact_failures(failures, self.settings.max_failures_kept), iso(self.now()))
             pending.append(await self.topics.progress.send(key=run_id, value=event))

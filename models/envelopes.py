@@ -16,11 +16,12 @@ Shapes (JSON):
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable
+
+import orjson
 
 ENVELOPE_ITEMS = 500
-ITEM_OVERHEAD = 400  # field names, quotes, and the change-event wrapper the posting gets later
+ITEM_OVERHEAD = 400  # the change-event wrapper a posting gets in jobs.upserts (version, fingerprint, ...)
 
 
 MURMUR_M = 0x5BD1E995
@@ -57,35 +58,17 @@ def murmur2(data: bytes) -> int:
     return h ^ (h >> 15)
 
 
-def size_bound(doc: Mapping[str, Any]) -> int:
-    """An upper bound of the posting's JSON size, cheap: ASCII text as is, other text 6 bytes a character.
-
-    ASCII text can still grow by escaping (quotes, control characters): envelopes are therefore
-    capped well below the message limit (see :func:`pack`).
-    """
-    size = ITEM_OVERHEAD
-    for value in doc.values():
-        if isinstance(value, str):
-            size += len(value) if value.isascii() else 6 * len(value)
-        elif isinstance(value, list | tuple):
-            size += sum(6 * len(str(element)) + 3 for element in value)
-        else:
-            size += 24
-    return size
-
-
-def pack(
-    items: Iterable[tuple[int, dict[str, Any]]], max_bytes: int, max_items: int = ENVELOPE_ITEMS
-) -> list[tuple[int, list[dict[str, Any]]]]:
-    """Group ``(partition, item)`` pairs into ``(partition, items)`` envelopes of at most ``max_items``
-    items and about ``max_bytes`` (by :func:`size_bound`); a single item larger than that goes alone.
+def pack(items: Iterable[tuple[int, bytes]], max_bytes: int, max_items: int = ENVELOPE_ITEMS) -> list[tuple[int, list[bytes]]]:
+    """Group ``(partition, item JSON)`` pairs into ``(partition, items)`` envelopes of at most ``max_items``
+    items and ``max_bytes``, each item counted as its JSON plus ``ITEM_OVERHEAD``, so the ``jobs.upserts``
+    envelope the dedupe agent makes of it fits too; a single item larger than that goes alone.
 
     Items keep their order within a partition (the dedupe agent relies on it for a key seen twice).
     """
-    open_: dict[int, tuple[list[dict[str, Any]], list[int]]] = {}
-    done: list[tuple[int, list[dict[str, Any]]]] = []
+    open_: dict[int, tuple[list[bytes], list[int]]] = {}
+    done: list[tuple[int, list[bytes]]] = []
     for partition, item in items:
-        size = size_bound(item)
+        size = len(item) + ITEM_OVERHEAD
         current = open_.get(partition)
         if current is not None and (len(current[0]) >= max_items or current[1][0] + size > max_bytes):
             done.append((partition, current[0]))
@@ -96,3 +79,9 @@ def pack(
         current[1][0] += size
     done.extend((partition, batch) for partition, (batch, _) in open_.items())
     return done
+
+
+def postings_envelope(run_id: str, fetched_at: str, items: list[bytes]) -> bytes:
+    """A ``jobs.parsed`` postings envelope, its items' JSON joined as they are (the parse process encoded them)."""
+    head = orjson.dumps({"type": "postings", "runId": run_id, "fetchedAt": fetched_at})
+    return b"".join((head[:-1], b',"items":[', b",".join(items), b"]}"))

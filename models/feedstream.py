@@ -5,12 +5,14 @@ runs :func:`parse_in_chunks`, which hands each chunk of a few hundred normalised
 ``emit`` as bytes while the parse goes on; the worker decodes each with :func:`decode_chunk` and
 publishes it before the next arrives, so neither process ever holds a whole big feed's items.
 
-Encoding: ``marshal`` (stdlib, a few µs per posting both ways, and interned dict keys are written
-once per chunk) of ``(FORMAT, handed_out, rows)``. A posting row is ``(seq, document, partition)``,
-the document in ``jobs.parsed``'s JSON shape (:func:`models.postings.posting_json`, so its fields,
-dedupe key and fingerprint are exactly those of :func:`models.feed.parse_feed`) and the partition
-of its dedupeKey (:func:`models.envelopes.partition_of`, computed here, off the worker's core); a
-failure row is ``(seq, key, reason, stage)``. ``handed_out`` counts the items parsed so far, failures and
+Encoding: ``marshal`` (stdlib) of ``(FORMAT, handed_out, rows)``. A posting row is
+``(seq, json, partition)``: the posting as ``jobs.parsed`` carries it, already encoded (UTF-8 JSON
+bytes of :func:`models.postings.posting_json` plus ``seq``, so its fields, dedupe key and
+fingerprint are exactly those of :func:`models.feed.parse_feed`), and the partition of its dedupeKey
+(:func:`models.envelopes.partition_of`). Both are computed here, off the worker's core: the worker
+only joins the bytes of one partition into an envelope, and never decodes or re-encodes a posting
+(decoding the chunk's dicts and encoding them again were a tenth of a worker's CPU). A failure row is
+``(seq, key, reason, stage)``. ``handed_out`` counts the items parsed so far, failures and
 rows left out by ``only`` included. Both ends are this same program, so marshal's lack of
 validation is no trust boundary: it carries no code, only tuples, dicts and strings.
 """
@@ -22,6 +24,8 @@ import marshal
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from models.envelopes import partition_of
 from models.feed import ItemFailure, JobPosting, stream_feed
@@ -37,6 +41,7 @@ __all__ = [
     "items_cap_reason",
     "oversized",
     "parse_in_chunks",
+    "posting_row",
     "tail_failure",
 ]
 
@@ -46,7 +51,7 @@ CHUNK_CHARS = 1_000_000  # flush earlier when descriptions are large: a chunk st
 FLUSH_SECONDS = 0.5  # and when items come slowly, so the worker sees progress (and the deadline sees it)
 
 Row = tuple[Any, ...]
-"""``(seq, document, partition)`` for a posting, ``(seq, key, reason, stage)`` for a failed item."""
+"""``(seq, json, partition)`` for a posting, ``(seq, key, reason, stage)`` for a failed item."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +139,7 @@ def parse_in_chunks(
                 doc = posting_json(item)
                 size = None if max_posting_bytes is None else oversized(doc, max_posting_bytes)
                 if size is None:
-                    rows.append((seq, doc, partition_of(item.dedupe_key, partitions) if partitions > 1 else 0))
+                    rows.append(posting_row(seq, doc, partition_of(item.dedupe_key, partitions) if partitions > 1 else 0))
                     chars += len(item.description) + len(item.title) + 200
                 else:
                     reason = too_large_reason(size, max_posting_bytes or 0)
@@ -150,6 +155,11 @@ def parse_in_chunks(
     finally:
         flush()
     return FeedSummary(kind, title, count, stopped)
+
+
+def posting_row(seq: int, doc: dict[str, Any], partition: int) -> Row:
+    """The row of a posting: its ``jobs.parsed`` JSON (``doc`` from ``posting_json``, with ``seq``) and partition."""
+    return (seq, orjson.dumps({**doc, "seq": seq}), partition)
 
 
 def decode_chunk(data: bytes) -> tuple[int, list[Row]]:

@@ -15,7 +15,7 @@ import pytest
 
 from agents.parsing import ParseFailed, ParserPool
 from models.feed import FeedError, ItemFailure, JobPosting, parse_feed
-from models.feedstream import Row
+from models.feedstream import Row, posting_row
 from models.postings import posting_json
 
 REPO = Path(__file__).resolve().parents[2]
@@ -58,7 +58,7 @@ async def test_a_feed_parsed_in_a_process_is_exactly_parse_feed(pool: ParserPool
         rows, summary, handed_out = await collect(pool, payload)
         expected: list[Row] = []
         for seq, item in enumerate(parse_feed(payload, SRC, "Example").items):
-            expected.append((seq, posting_json(item), 0) if isinstance(item, JobPosting)
+            expected.append(posting_row(seq, posting_json(item), 0) if isinstance(item, JobPosting)
                             else (seq, item.key, item.reason, item.stage) if isinstance(item, ItemFailure) else ())
         assert rows == expected and handed_out == len(expected) == 40
         first = pool.pids()

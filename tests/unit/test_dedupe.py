@@ -7,11 +7,12 @@ import random
 from collections import Counter, defaultdict
 from typing import Any, cast
 
+import orjson
 import pytest
 
 from agents.dedupe import Dedupe
 from models.dedupe import RECENT_KEPT, Classification, classify, forget_rejected, rejected_event
-from models.envelopes import murmur2, pack, partition_of, size_bound
+from models.envelopes import ITEM_OVERHEAD, murmur2, pack, partition_of, postings_envelope
 
 
 def written(result: Classification) -> dict[str, Any]:
@@ -129,16 +130,24 @@ def test_murmur2_matches_kafkas_java_client_and_aiokafka() -> None:
 
 
 def test_pack_groups_by_partition_keeps_order_and_caps_envelopes() -> None:
-    items = [(i % 3, {"dedupeKey": f"k{i}", "seq": i, "description": "x" * 1000}) for i in range(30)]
-    envelopes = pack(items, max_bytes=5 * size_bound(items[0][1]), max_items=4)
+    items = [(i % 3, orjson.dumps({"dedupeKey": f"k{i}", "seq": i, "description": "x" * 1000})) for i in range(30)]
+    envelopes = pack(items, max_bytes=5 * (len(items[0][1]) + ITEM_OVERHEAD), max_items=4)
     for partition, batch in envelopes:
-        assert all(item["seq"] % 3 == partition for item in batch) and 1 <= len(batch) <= 4
+        assert all(orjson.loads(item)["seq"] % 3 == partition for item in batch) and 1 <= len(batch) <= 4
     for partition in range(3):
-        seqs = [item["seq"] for p, batch in envelopes if p == partition for item in batch]
+        seqs = [orjson.loads(item)["seq"] for p, batch in envelopes if p == partition for item in batch]
         assert seqs == list(range(partition, 30, 3)), "order within a partition is kept"
-    huge = [(0, {"dedupeKey": "big", "seq": 0, "description": "é" * 10_000})]
+    assert [len(batch) for _, batch in pack([(0, b"{}")] * 12, max_bytes=10 * (2 + ITEM_OVERHEAD))] == [10, 2], "bytes cap"
+    huge = [(0, orjson.dumps({"dedupeKey": "big", "seq": 0, "description": "é" * 10_000}))]
     assert pack(huge, max_bytes=1000) == [(0, [huge[0][1]])], "an item over the cap goes alone"
-    assert size_bound({"description": "é" * 10}) >= len('"é"'.encode()) * 10
+
+
+def test_postings_envelope_is_the_json_of_its_header_and_items() -> None:
+    items = [orjson.dumps({"dedupeKey": "k1", "seq": 0, "title": "é \u2028 \""}), orjson.dumps({"dedupeKey": "k2", "seq": 1})]
+    envelope = postings_envelope("r\"1", "2025-01-06T10:00:00Z", items)
+    assert orjson.loads(envelope) == {"type": "postings", "runId": "r\"1", "fetchedAt": "2025-01-06T10:00:00Z",
+                                      "items": [orjson.loads(item) for item in items]}
+    assert orjson.loads(postings_envelope("r", "t", []))["items"] == []
 
 
 class FakeTable(dict[str, Any]):

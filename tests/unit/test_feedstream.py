@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 
 from models.envelopes import partition_of
@@ -21,6 +22,7 @@ from models.feedstream import (
     items_cap_reason,
     oversized,
     parse_in_chunks,
+    posting_row,
     tail_failure,
 )
 from models.postings import posting_json
@@ -57,7 +59,7 @@ def expected_rows(payload: bytes) -> list[Row]:
     rows: list[Row] = []
     for seq, item in enumerate(parse_feed(payload, SRC, "Example").items):
         if isinstance(item, JobPosting):
-            rows.append((seq, posting_json(item), 0))
+            rows.append(posting_row(seq, posting_json(item), 0))
         else:
             assert isinstance(item, ItemFailure)
             rows.append((seq, item.key, item.reason, item.stage))
@@ -187,4 +189,4 @@ def test_oversized_bounds_any_codec_and_is_cheap_when_clearly_small() -> None:
 def test_posting_rows_carry_the_partition_of_their_key() -> None:
     rows = rows_of(collect(big_feed(200), partitions=8)[0])
     assert {row[2] for row in rows} == set(range(8))
-    assert all(row[2] == partition_of(row[1]["dedupeKey"], 8) for row in rows)
+    assert all(row[2] == partition_of(orjson.loads(row[1])["dedupeKey"], 8) for row in rows)

@@ -7,6 +7,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any, cast
 
+import orjson
 import pytest
 
 from agents.parsing import ParseFailed
@@ -22,8 +23,8 @@ class FakeTopic:
         self.sent: list[dict[str, Any]] = []
         self.acks: list[asyncio.Future[None]] = []
 
-    async def send(self, *, key: str, value: dict[str, Any], partition: int | None = None) -> asyncio.Future[None]:
-        self.sent.append(value)
+    async def send(self, *, key: str, value: dict[str, Any] | bytes, partition: int | None = None) -> asyncio.Future[None]:
+        self.sent.append(orjson.loads(value) if isinstance(value, bytes) else value)
         ack: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.acks.append(ack)
         return ack
@@ -40,7 +41,7 @@ class FakeJob:
             if n == self.fail_after:
                 raise ParseFailed("parse timed out", self.handed_out)
             self.handed_out += 2
-            yield [(2 * n, {"dedupeKey": f"k{2 * n}"}, 0), (2 * n + 1, {"dedupeKey": f"k{2 * n + 1}"}, 1)]
+            yield [(seq, orjson.dumps({"dedupeKey": f"k{seq}", "seq": seq}), seq % 2) for seq in (2 * n, 2 * n + 1)]
         self.summary = FeedSummary("rss", "t", self.handed_out)
 
     def __aiter__(self) -> AsyncIterator[list[tuple[Any, ...]]]:
