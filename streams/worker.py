@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 from datetime import UTC, datetime
 from typing import Any
@@ -68,25 +67,7 @@ def run_worker(settings: Settings) -> None:
     )
     worker = faust.Worker(pipeline.app, loglevel=settings.log_level.lower(), redirect_stdouts=False,
                           override_logging=False)
-    tune_gc()
     worker.execute_from_commandline()
-
-
-GC_THRESHOLDS = (20_000, 10, 10)
-"""Python's default first threshold is 700 allocations: a worker decoding envelopes of postings ran
-the cyclic collector thousands of times a second (``perf``: 4-7% of a worker's CPU in a re-import)."""
-
-
-def tune_gc() -> None:
-    """Fewer cyclic collections, and none of them walking the objects every worker keeps for its lifetime.
-
-    Everything built so far (modules, the app, its agents and topics) is frozen out of the collector's
-    view; a young generation 30 times larger lets most of a batch's temporary objects be freed by
-    reference counting before any collection sees them. No cycle is leaked: collections still run.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
 
 
 async def seed_registry(settings: Settings, store: Store) -> None:
