@@ -549,13 +549,24 @@ def _check_well_formed(payload: bytes) -> None:
     whole instead of after some of its items were published. Entities and internal subsets
     were refused by the prolog check already; no external entity is ever loaded.
     """
+    _parse_guarded(payload)
+
+
+def _parse_guarded(payload: bytes, reader: _ItemReader | None = None) -> None:
+    """The whole document through expat, with ``reader``'s handlers if given: FeedError if broken.
+
+    An entity declaration is refused here too (never reached after the prolog check: a further
+    guard); no external entity is ever loaded. Exceptions of the reader's own pass through.
+    """
     parser = expat.ParserCreate()
     parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
+    if reader is not None:
+        reader.attach(parser)
 
     def on_entity(*_args: Any) -> None:
         raise _EntityDeclared
 
-    parser.EntityDeclHandler = on_entity  # never reached after the prolog check; a further guard
+    parser.EntityDeclHandler = on_entity
     try:
         parser.Parse(payload, True)
     except _EntityDeclared:
@@ -1151,25 +1162,12 @@ def stream_feed(
         raise FeedError(f"not a feed: root element <{clip(root_name, 100)}>{hint}")
     _check_well_formed(payload)
     collector = _Collector(kind, root_name, source_url, source_name, on_item)
-    reader = _ItemReader(3 if kind == "rss" else 2, collector)
-    parser = expat.ParserCreate()
-    parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
-    reader.attach(parser)
-
-    def on_entity(*_args: Any) -> None:
-        raise _EntityDeclared
-
-    parser.EntityDeclHandler = on_entity  # refused by the prolog check already: a second line of defence
     try:
-        parser.Parse(payload, True)
+        _parse_guarded(payload, _ItemReader(3 if kind == "rss" else 2, collector))
     except _Stop:
         pass  # on_item asked to stop
     except _TooDeep:
         raise FeedError(REFUSED_DEPTH.format(max_depth=MAX_DEPTH)) from None
-    except _EntityDeclared:
-        raise FeedError(REFUSED_ENTITIES) from None
-    except expat.ExpatError as exc:
-        raise _parse_error(payload, exc) from exc
     return kind, collector.title
 
 

@@ -14,7 +14,7 @@ only joins the bytes of one partition into an envelope, and never decodes or re-
 (decoding the chunk's dicts and encoding them again were a tenth of a worker's CPU). A failure row is
 ``(seq, key, reason, stage)``. ``handed_out`` counts the items parsed so far, failures and
 rows left out by ``only`` included. Both ends are this same program, so marshal's lack of
-validation is no trust boundary: it carries no code, only tuples, dicts and strings.
+validation is no trust boundary: it carries no code, only tuples, bytes and strings.
 """
 
 from __future__ import annotations
