@@ -66,8 +66,9 @@ def peak_rss_mib(pid: int) -> float:
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU time of ``pid`` and every process below it, live or already reaped (utime+stime+cutime+cstime)."""
+def cpu_seconds(pid: int, below: bool = True) -> float:
+    """CPU time of ``pid`` and every process below it, live or already reaped (utime+stime+cutime+cstime);
+    with ``below=False``, of ``pid`` alone (a worker without its parse processes)."""
     children: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -76,6 +77,8 @@ def cpu_seconds(pid: int) -> float:
             continue
         children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
     total, todo = 0, [pid]
+    if not below:
+        children.clear()
     while todo:
         current = todo.pop()
         try:
@@ -83,7 +86,7 @@ def cpu_seconds(pid: int) -> float:
         except OSError:
             continue
         # Fields after the name: state ppid ... utime(12) stime(13) cutime(14) cstime(15), 0-based here.
-        total += int(fields[11]) + int(fields[12]) + (int(fields[13]) + int(fields[14]) if current == pid else 0)
+        total += int(fields[11]) + int(fields[12]) + (int(fields[13]) + int(fields[14]) if current == pid and below else 0)
         todo.extend(children.get(current, []))
     return total / CLOCK_TICKS
 
@@ -106,13 +109,20 @@ def stack_pid(name: str) -> int | None:
 
 
 def cpu_sample(pids: dict[str, int]) -> dict[str, float]:
-    return {label: cpu_seconds(pid) for label, pid in pids.items()}
+    """CPU seconds per process tree so far; for a worker also its own (``worker-0 own``: without its parse processes)."""
+    sample = {label: cpu_seconds(pid) for label, pid in pids.items()}
+    sample.update({f"{label} own": cpu_seconds(pid, below=False) for label, pid in pids.items() if label.startswith("worker")})
+    return sample
 
 
 def cpu_report(before: dict[str, float], after: dict[str, float], busy: tuple[float, float], wall: float, total: int) -> str:
     """Where the CPU went in a phase: seconds and microseconds per posting for each process tree."""
-    rows = [f"{label} {after[label] - before[label]:.1f}s ({(after[label] - before[label]) / total * 1e6:.0f} us/posting)"
-            for label in before]
+    def spent(label: str) -> float:
+        return after[label] - before[label]
+
+    rows = [f"{label} {spent(label):.1f}s ({spent(label) / total * 1e6:.0f} us/posting"
+            + (f", parse processes {(spent(label) - spent(f'{label} own')) / total * 1e6:.0f})" if f"{label} own" in before else ")")
+            for label in before if not label.endswith(" own")]
     cores = os.cpu_count() or 1
     used = busy[0] / wall
     return f"  cpu: {'; '.join(rows)}; machine {used:.2f} of {cores} cores busy ({used / cores:.0%})"
@@ -231,6 +241,25 @@ async def broker_ceiling(bootstrap: str, changes: list[dict[str, Any]], total: i
         await admin.close()
 
 
+async def message_counts(env: dict[str, str]) -> Counter[str]:
+    """Messages in each of the pipeline's topics and changelogs so far (sum of the partitions' end offsets)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=env["KAFKA_BOOTSTRAP_SERVERS"])
+    consumer = AIOKafkaConsumer(bootstrap_servers=env["KAFKA_BOOTSTRAP_SERVERS"])
+    await admin.start()
+    await consumer.start()
+    try:
+        ours = [t for t in await admin.list_topics() if t.startswith((env["TOPIC_PREFIX"], env["APP_ID"] + "-"))]
+        partitions = [TopicPartition(topic["topic"], p["partition"]) for topic in await admin.describe_topics(ours)
+                      for p in topic["partitions"]]
+        counts: Counter[str] = Counter()
+        for tp, end in (await consumer.end_offsets(partitions)).items():
+            counts[tp.topic.removeprefix(env["TOPIC_PREFIX"]).removeprefix(env["APP_ID"] + "-")] += end
+        return counts
+    finally:
+        await consumer.stop()
+        await admin.close()
+
+
 async def small_feed_latency(env: dict[str, str], server: FeedServer, runs: int) -> None:
     """Request to completed in ``import_logs`` (the run's own timestamps) for a 100-item feed, one run at a time."""
     db = mongo_db(env)
@@ -257,6 +286,7 @@ async def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="worker processes (default: the core count)")
     parser.add_argument("--small-runs", type=int, default=0, help="then time this many runs of a 100-item feed, one at a time")
     parser.add_argument("--profile", type=Path, help="record py-spy profiles of the worker (and its parse processes) here")
+    parser.add_argument("--reimports", type=int, default=1, help="unchanged re-import rounds (more show the run-to-run spread)")
     args = parser.parse_args()
     kafka = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
     mongo_url = os.environ.get("MONGO_URL", "mongodb://127.0.0.1:27017")
@@ -295,10 +325,12 @@ async def main() -> None:
             pid = stack_pid(service)
             if pid is not None:
                 pids[label] = pid
-        for label in ("first import", "re-import (unchanged)"):
-            name = label.split()[0]
+        rounds = ["first import"] + [f"re-import (unchanged){f' #{n + 1}' if args.reimports > 1 else ''}" for n in range(args.reimports)]
+        for number, label in enumerate(rounds):
+            name = label.split()[0] + (f"{number}" if number > 1 else "")
             spies = [profiler(args.profile, f"{name}-{i}" if i else name, pid)
                      for i, pid in enumerate(pid for key, pid in pids.items() if key.startswith("worker"))] if args.profile else []
+            messages_before = await message_counts(env)
             cpu_before, busy_before = cpu_sample(pids), machine_busy()
             started = time.perf_counter()
             runs = await import_feeds(settings_of(env), [FeedEntry(url, url.rsplit("/", 1)[-1]) for url in urls], 3600, io.StringIO())
@@ -322,6 +354,8 @@ async def main() -> None:
                   + ", ".join(f"worker-{i} {peak_rss_mib(worker.proc.pid):.0f} MiB" for i, worker in enumerate(workers) if worker.proc),
                   flush=True)
             print(cpu_report(cpu_before, cpu_after, (busy_after[0] - busy_before[0], busy_after[1] - busy_before[1]), elapsed, total))
+            messages = await message_counts(env) - messages_before
+            print("  messages: " + ", ".join(f"{topic} {n:,}" for topic, n in sorted(messages.items()) if n), flush=True)
             for spy in spies:
                 spy.send_signal(signal.SIGINT)
                 spy.wait(60)

@@ -68,19 +68,16 @@ def items_cap_reason(max_items: int) -> str:
     return f"feed has more than {max_items:,} items (MAX_ITEMS_PER_FEED): the rest were not imported"
 
 
-def oversized(doc: dict[str, Any], limit: int) -> int | None:
+def oversized(doc: dict[str, Any], encoded_bytes: int, limit: int) -> int | None:
     """The posting's size as JSON when it is over ``limit`` bytes, else None (cheap when clearly below).
 
     The size is measured with every non-ASCII character escaped, which bounds the UTF-8 size of any
     JSON codec's output from above, so a posting accepted here fits the broker's message limit.
+    ``encoded_bytes`` is the length of the posting's compact UTF-8 JSON (its row): escaping writes at
+    most 6 bytes per byte of that (a control character, a 2- or 3-byte character; an astral one is
+    12 for 4), so only a posting within a sixth of the limit is measured.
     """
-    rough = 0
-    for value in doc.values():
-        if isinstance(value, str):
-            rough += len(value)
-        elif isinstance(value, list | tuple):
-            rough += sum(len(str(element)) + 3 for element in value)
-    if 12 * rough + 4096 <= limit:  # 12 bytes: an astral character escaped as a surrogate pair
+    if 6 * encoded_bytes + 4096 <= limit:
         return None
     size = len(json.dumps(doc))
     return size if size > limit else None
@@ -137,10 +134,11 @@ def parse_in_chunks(
         if only is None or seq in only:
             if isinstance(item, JobPosting):
                 doc = posting_json(item)
-                size = None if max_posting_bytes is None else oversized(doc, max_posting_bytes)
+                row = posting_row(seq, doc, partition_of(item.dedupe_key, partitions) if partitions > 1 else 0)
+                size = None if max_posting_bytes is None else oversized(doc, len(row[1]), max_posting_bytes)
                 if size is None:
-                    rows.append(posting_row(seq, doc, partition_of(item.dedupe_key, partitions) if partitions > 1 else 0))
-                    chars += len(item.description) + len(item.title) + 200
+                    rows.append(row)
+                    chars += len(row[1])
                 else:
                     reason = too_large_reason(size, max_posting_bytes or 0)
                     rows.append((seq, item.external_id or item.url or item.dedupe_key, reason, "publish"))

@@ -952,6 +952,26 @@ def test_fingerprint_golden_value_pins_the_recipe() -> None:
     assert job.fingerprint == "690b02fbe1ee8666100e5e602a6c0410aa938d01"
 
 
+def stdlib_fingerprint(fields: list[Any]) -> str:
+    """The recipe as first written: the stdlib encoder's bytes (compact, ``ensure_ascii=False``), sha1."""
+    blob = json.dumps(fields, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass")
+    return hashlib.sha1(blob, usedforsecurity=False).hexdigest()
+
+
+def test_fingerprint_bytes_are_the_stdlib_encoders_for_every_code_point() -> None:
+    """orjson writes the fingerprint's JSON; a changed byte would re-mark stored jobs as updated."""
+    points = [chr(c) for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF]
+    for start in range(0, len(points), 4096):
+        text = "".join(points[start:start + 4096])
+        fields = [feed.FINGERPRINT_VERSION, text, "", 'a"b\\c', "\n\t\x00\x1f\x7f", sorted([text[:7], "z"]), "", "", text[::-1], ""]
+        assert feed._fingerprint(*fields[1:5], fields[5], *fields[6:]) == stdlib_fingerprint(fields), hex(ord(text[0]))
+
+
+def test_fingerprint_of_a_lone_surrogate_takes_the_stdlib_path() -> None:
+    fields = [feed.FINGERPRINT_VERSION, "a\ud800b", "", "", "", [], "", "", "", ""]
+    assert feed._fingerprint(*fields[1:5], fields[5], *fields[6:]) == stdlib_fingerprint(fields)
+
+
 def test_fingerprint_is_stable_across_processes() -> None:
     code = (
         "import sys; from pathlib import Path; from models.feed import parse_feed;"

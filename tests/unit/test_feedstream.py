@@ -180,10 +180,22 @@ def test_a_posting_too_large_for_a_message_is_one_failed_item() -> None:
 
 def test_oversized_bounds_any_codec_and_is_cheap_when_clearly_small() -> None:
     doc = {"title": "t", "description": "\U0001F600" * 1000, "categories": ["a", "b"]}
-    size = oversized(doc, 5_000)
+    encoded = len(orjson.dumps(doc))
+    size = oversized(doc, encoded, 5_000)
     assert size is not None and size >= len(json.dumps(doc, ensure_ascii=False).encode()), "escaped size bounds UTF-8"
-    assert oversized(doc, 20_000) is None
-    assert oversized({"title": "x" * 100}, 10_000) is None
+    assert oversized(doc, encoded, 20_000) is None
+    small = {"title": "x" * 100}
+    assert oversized(small, len(orjson.dumps(small)), 10_000) is None
+
+
+@pytest.mark.parametrize("text", ["\x00\x1f" * 300, "\u00e9" * 500, "\u20ac\u2028" * 300, "\U0001F600" * 400, 'a"\\' * 300])
+def test_oversized_never_passes_a_posting_over_the_limit_unmeasured(text: str) -> None:
+    """The cheap bound (6 bytes escaped per byte of compact UTF-8 JSON) holds for the worst characters."""
+    doc = {"title": text, "categories": [text[:50]], "description": text}
+    escaped = len(json.dumps(doc))
+    for limit in range(escaped - 200, escaped + 200, 7):
+        size = oversized(doc, len(orjson.dumps(doc)), limit)
+        assert (size is not None) == (escaped > limit)
 
 
 def test_posting_rows_carry_the_partition_of_their_key() -> None:
