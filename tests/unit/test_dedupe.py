@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import random
 from collections import Counter, defaultdict
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, cast
 
 import orjson
@@ -13,6 +15,9 @@ import pytest
 from agents.dedupe import Dedupe
 from models.dedupe import RECENT_KEPT, Classification, classify, forget_rejected, rejected_event
 from models.envelopes import ITEM_OVERHEAD, murmur2, pack, partition_of, postings_envelope
+from models.feed import dedupe_key
+from streams.app import create_pipeline, set_current_event
+from streams.settings import Settings
 
 
 def written(result: Classification) -> dict[str, Any]:
@@ -189,3 +194,30 @@ def test_the_dedupe_step_writes_changes_only_and_lists_unchanged_seqs_by_run() -
     replay = dedupe.classify_envelope(envelope("r2", ["a", "B", "c"]), 1, unchanged, counts)
     assert [(c["type"], c["version"]) for c in replay] == [("updated", 2)], "a redelivered change keeps its outcome"
     assert table.writes == 4 and dedupe.lookup("missing") is None
+
+
+class PartitionEvent:
+    """What a table write needs of the current event: its message's partition (weak-referenceable)."""
+
+    def __init__(self, partition: int) -> None:
+        self.message = SimpleNamespace(partition=partition, topic="jobs.parsed", offset=0)
+        self.value: dict[str, Any] = {}
+
+
+def test_the_direct_rocksdb_read_sees_what_faust_wrote_and_reads(tmp_path: Path) -> None:
+    """The dedupe step reads a partition's RocksDB itself: same keys and values as Faust's own path."""
+    pipeline = create_pipeline(Settings.from_env({"DATA_DIR": str(tmp_path), "TOPIC_PARTITIONS": "8"}))
+    dedupe = Dedupe(pipeline.dedupe_table, pipeline.topics, pipeline.settings)
+    keys = [dedupe_key("https://x/feed", f"job-{i}") for i in range(40)] + ["k-\u00e9\"\\"]
+    events = {partition: PartitionEvent(partition) for partition in range(8)}
+    for i, key in enumerate(keys):
+        set_current_event(events[partition_of(key, 8)])
+        dedupe.remember(key, {"fingerprint": f"fp{i}", "version": i})
+    for i, key in enumerate(keys):
+        read = dedupe.reader(partition_of(key, 8))
+        assert read is not dedupe.lookup, "a RocksDB table is read directly"
+        set_current_event(events[partition_of(key, 8)])
+        assert read(key) == dedupe.lookup(key) == {"fingerprint": f"fp{i}", "version": i}
+    other = (partition_of(keys[0], 8) + 1) % 8
+    assert dedupe.reader(other)(keys[0]) is None, "another partition's database does not hold the key"
+    assert dedupe.reader(0)("missing") is None
