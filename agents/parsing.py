@@ -104,6 +104,11 @@ class _Child:
         if self.alive:
             with contextlib.suppress(ProcessLookupError):
                 self.process.kill()
+        # Read stdout to its end first: asyncio wakes wait() only once every pipe of the child is closed,
+        # and a child that ran ahead of its reader leaves stdout paused (its buffer full), never closed.
+        # What is left is at most the pipe and the reader's buffer (READ_LIMIT), and is dropped.
+        with contextlib.suppress(OSError, ValueError):
+            await self.stdout.read()
         await self.process.wait()
 
 

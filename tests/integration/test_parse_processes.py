@@ -171,6 +171,25 @@ async def test_the_pool_is_bounded_and_close_kills_every_child() -> None:
         await collect(pool, big_feed(1))
 
 
+async def test_a_child_ahead_of_its_reader_is_killed_without_waiting_forever() -> None:
+    """The child fills its pipe and the reader's buffer while the poller is busy; then the poller fails.
+
+    asyncio reports the child's exit only once its stdout is closed, which a paused (full) reader
+    never is: the kill must not wait for that forever (it did, and a worker stopping would hang).
+    """
+    pool = ParserPool(processes=1, timeout_seconds=30.0, max_items=1_000_000)
+    try:
+        async with asyncio.timeout(20):
+            with pytest.raises(RuntimeError, match="publishing failed"):
+                async with pool.parse(big_feed(300_000), SRC, "") as job:
+                    async for _chunk in job:
+                        await asyncio.sleep(1.0)  # the child parses ahead until its pipe and our buffer are full
+                        raise RuntimeError("publishing failed")
+        assert pool.pids() == []
+    finally:
+        await pool.close()
+
+
 def test_importing_the_worker_modules_starts_no_process() -> None:
     """FAUST-NOTES #7: processes start on first use, never at import."""
     code = textwrap.dedent("""
