@@ -59,11 +59,11 @@ def serve(stdin: BinaryIO, stdout: BinaryIO) -> None:
             send(ERROR, b"a job without its payload")
             return
         payload = data[1]
-        max_items, max_posting_bytes, partitions = limits
+        max_items, max_posting_bytes, partitions, lane, lanes = limits
         try:
             summary = parse_in_chunks(
                 payload, source_url, source_name, max_items=max_items, max_posting_bytes=max_posting_bytes,
-                partitions=partitions, only=only,
+                partitions=partitions, only=only, lane=(lane, lanes),
                 emit=lambda chunk: send(CHUNK, chunk), clock=time.monotonic,
             )
         except FeedError as exc:

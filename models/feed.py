@@ -896,10 +896,10 @@ class _Collector:
     """The item reader's callback: normalises each item as soon as it is closed."""
 
     __slots__ = ("kind", "root_name", "source_url", "source_name", "keys", "title",
-                 "feed_author", "count", "on_item")  # fmt: skip
+                 "feed_author", "count", "on_item", "wanted")  # fmt: skip
 
     def __init__(self, kind: str, root_name: str, source_url: str, source_name: str,
-                 on_item: Callable[[JobPosting | ItemFailure], bool]) -> None:
+                 on_item: Callable[[JobPosting | ItemFailure | None], bool], wanted: Callable[[int], bool] | None) -> None:
         self.kind = kind
         self.root_name = root_name
         self.source_url = source_url
@@ -909,6 +909,7 @@ class _Collector:
         self.feed_author = ""
         self.count = 0
         self.on_item = on_item
+        self.wanted = wanted
 
     def __call__(self, ancestors: list[tuple[str, dict[str, str] | None]], name: str, value: Any) -> bool:
         keys = self.keys
@@ -917,9 +918,10 @@ class _Collector:
         kind = self.kind
         if name == keys.item:
             if kind != "rss" or ancestors[1][0] == "channel":
-                item = self._normalise(value, self.count, keys)
-                self.count += 1
-                return self.on_item(item)
+                index = self.count
+                self.count = index + 1
+                wanted = self.wanted
+                return self.on_item(self._normalise(value, index, keys) if wanted is None or wanted(index) else None)
         elif name == keys.title:
             if not self.title and (kind != "rss" or ancestors[1][0] == "channel"):
                 self.title = _line(clip(_text(value), MAX_LINE_CHARS))
@@ -1143,11 +1145,13 @@ def stream_feed(
     payload: bytes,
     source_url: str,
     source_name: str,
-    on_item: Callable[[JobPosting | ItemFailure], bool],
+    on_item: Callable[[JobPosting | ItemFailure | None], bool],
+    wanted: Callable[[int], bool] | None = None,
 ) -> tuple[str, str]:
     """Parse RSS 2.0, Atom 1.0 or RSS 1.0/RDF bytes, handing each item to ``on_item`` as it closes.
 
     Returns ``(kind, title)``. ``on_item`` returns False to stop reading (a cap on items).
+    ``wanted(index)`` False: the item is counted but not normalised, and ``on_item`` gets None for it.
     Raises FeedError before the first item when the document as a whole is unusable (hostile,
     broken, not a feed); after items were handed out only when nesting passes ``MAX_DEPTH``.
     A bad item only becomes an ItemFailure and never stops the others.
@@ -1161,7 +1165,7 @@ def stream_feed(
         hint = " (an HTML page, not a feed)" if local.lower() == "html" else ""
         raise FeedError(f"not a feed: root element <{clip(root_name, 100)}>{hint}")
     _check_well_formed(payload)
-    collector = _Collector(kind, root_name, source_url, source_name, on_item)
+    collector = _Collector(kind, root_name, source_url, source_name, on_item, wanted)
     try:
         _parse_guarded(payload, _ItemReader(3 if kind == "rss" else 2, collector))
     except _Stop:
@@ -1181,8 +1185,9 @@ def parse_feed(payload: bytes, source_url: str, source_name: str = "") -> Parsed
     """
     items: list[JobPosting | ItemFailure] = []
 
-    def keep(item: JobPosting | ItemFailure) -> bool:
-        items.append(item)
+    def keep(item: JobPosting | ItemFailure | None) -> bool:
+        if item is not None:
+            items.append(item)
         return True
 
     kind, title = stream_feed(payload, source_url, source_name, keep)

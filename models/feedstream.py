@@ -19,10 +19,12 @@ validation is no trust boundary: it carries no code, only tuples, bytes and stri
 
 from __future__ import annotations
 
+import heapq
 import json
 import marshal
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -33,11 +35,16 @@ from models.postings import posting_json
 from models.runs import clip
 
 __all__ = [
+    "LANE_ITEMS",
+    "WHOLE",
     "FeedSummary",
+    "Lane",
+    "LaneMerge",
     "Row",
     "decode_chunk",
     "decode_summary",
     "encode_summary",
+    "in_lane",
     "items_cap_reason",
     "oversized",
     "parse_in_chunks",
@@ -51,6 +58,9 @@ CHUNK_CHARS = 1_000_000  # flush earlier when descriptions are large: a chunk st
 FLUSH_SECONDS = 0.5  # and when items come slowly, so the worker sees progress (and the deadline sees it)
 
 Row = tuple[Any, ...]
+Lane = tuple[int, int]  # (index, lanes): which share of a feed's items a parse process normalises
+WHOLE: Lane = (0, 1)
+LANE_ITEMS = CHUNK_ITEMS  # lanes take turns by blocks of this many items
 """``(seq, json, partition)`` for a posting, ``(seq, key, reason, stage)`` for a failed item."""
 
 
@@ -98,13 +108,15 @@ def parse_in_chunks(
     only: Collection[int] | None = None,
     max_posting_bytes: int | None = None,
     partitions: int = 1,
+    lane: Lane = WHOLE,
     chunk_items: int = CHUNK_ITEMS,
     chunk_chars: int = CHUNK_CHARS,
     flush_seconds: float = FLUSH_SECONDS,
 ) -> FeedSummary:
     """Parse ``payload`` and ``emit`` its items in encoded chunks; stop after ``max_items`` items.
 
-    ``only`` keeps just those sequence numbers (a repair republishes a few items). A posting larger
+    ``only`` keeps just those sequence numbers (a repair republishes a few items); ``lane`` keeps the
+    items of one lane (:func:`in_lane`): the items left out are counted, never normalised. A posting larger
     than ``max_posting_bytes`` as JSON becomes a failed item (stage ``publish``): the broker would
     refuse its message, and with it the whole chunk. ``partitions`` is the topic's partition count.
     Raises
@@ -119,19 +131,19 @@ def parse_in_chunks(
 
     def flush() -> None:
         nonlocal chars, last_flush
-        if rows:
+        if rows or lane != WHOLE:  # a lane reports how far it walked even when the block was another lane's
             emit(marshal.dumps((FORMAT, count, rows)))
             rows.clear()
         chars, last_flush = 0, clock()
 
-    def on_item(item: JobPosting | ItemFailure) -> bool:
+    def on_item(item: JobPosting | ItemFailure | None) -> bool:
         nonlocal count, chars, stopped
         seq = count
         if seq >= max_items:
             stopped = items_cap_reason(max_items)
             return False
         count = seq + 1
-        if only is None or seq in only:
+        if item is not None:
             if isinstance(item, JobPosting):
                 doc = posting_json(item)
                 row = posting_row(seq, doc, partition_of(item.dedupe_key, partitions) if partitions > 1 else 0)
@@ -144,15 +156,78 @@ def parse_in_chunks(
                     rows.append((seq, item.external_id or item.url or item.dedupe_key, reason, "publish"))
             else:
                 rows.append((seq, item.key, item.reason, item.stage))
-        if len(rows) >= chunk_items or chars >= chunk_chars or clock() - last_flush >= flush_seconds:
+        if len(rows) >= chunk_items or chars >= chunk_chars or clock() - last_flush >= flush_seconds or (
+                lane != WHOLE and count % LANE_ITEMS == 0):  # a lane's block ends: the worker may merge up to here
             flush()
         return True
 
+    def wanted(seq: int) -> bool:
+        return in_lane(seq, lane) and (only is None or seq in only)
+
     try:
-        kind, title = stream_feed(payload, source_url, source_name, on_item)
+        kind, title = stream_feed(payload, source_url, source_name, on_item,
+                                  None if only is None and lane == WHOLE else wanted)
     finally:
         flush()
     return FeedSummary(kind, title, count, stopped)
+
+
+def in_lane(seq: int, lane: Lane) -> bool:
+    """Whether item ``seq`` is lane ``index``'s of ``lanes``: lanes take turns by blocks of ``LANE_ITEMS`` items.
+
+    Several parse processes split a big feed this way, each walking the whole document (expat
+    alone is a few µs an item) and normalising and encoding only its own blocks.
+    """
+    index, lanes = lane
+    return lanes == 1 or (seq // LANE_ITEMS) % lanes == index
+
+
+class LaneMerge:
+    """The rows of a feed's lanes, put back in item order.
+
+    Each lane's chunks come in item order and say how far the lane has walked (``handed_out``);
+    every item below the smallest of those is in some chunk already, so rows below it are final
+    and go out in order. So the postings of one partition keep the feed's order (the dedupe agent
+    relies on it for a key seen twice), and a parse cut short has handed out exactly ``frontier``.
+    """
+
+    def __init__(self, lanes: int) -> None:
+        self.walked = [0] * lanes
+        self.pending: list[list[Row]] = [[] for _ in range(lanes)]
+
+    def add(self, lane: int, walked: int, rows: list[Row]) -> list[Row]:
+        """Take a chunk of ``lane``; return the rows now final, in item order."""
+        self.walked[lane] = walked
+        self.pending[lane].extend(rows)
+        return self._release()
+
+    def end(self, lane: int, items: int) -> list[Row]:
+        """``lane`` has walked the whole feed (``items`` items); return the rows now final."""
+        self.walked[lane] = max(items, self.walked[lane])
+        return self._release()
+
+    @property
+    def frontier(self) -> int:
+        """Items handed out: every item below this is final."""
+        return min(self.walked)
+
+    def behind(self) -> int:
+        """The lane to read from next: the one that has walked least (the others wait for it)."""
+        return self.walked.index(self.frontier)
+
+    def _release(self) -> list[Row]:
+        frontier = self.frontier
+        ready: list[list[Row]] = []
+        for index, rows in enumerate(self.pending):
+            cut = 0
+            while cut < len(rows) and rows[cut][0] < frontier:
+                cut += 1
+            if cut:
+                ready.append(rows[:cut])
+                self.pending[index] = rows[cut:]
+        if len(ready) == 1:
+            return ready[0]
+        return list(heapq.merge(*ready, key=itemgetter(0)))
 
 
 def posting_row(seq: int, doc: dict[str, Any], partition: int) -> Row:

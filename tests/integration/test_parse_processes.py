@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from agents.parsing import ParseFailed, ParserPool
+from agents import parsing
+from agents.parsing import LanedParse, ParseFailed, ParseJob, ParserPool
 from models.feed import FeedError, ItemFailure, JobPosting, parse_feed
-from models.feedstream import Row, posting_row
+from models.feedstream import LANE_ITEMS, Row, posting_row
 from models.postings import posting_json
 
 REPO = Path(__file__).resolve().parents[2]
@@ -169,6 +170,58 @@ async def test_the_pool_is_bounded_and_close_kills_every_child() -> None:
     assert not any(running(pid) for pid in seen | set(pids))
     with pytest.raises(ParseFailed, match="closed"):
         await collect(pool, big_feed(1))
+
+
+async def test_a_big_feed_is_parsed_by_two_processes_and_its_rows_come_back_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two lanes (every other block of items each), merged: exactly the single process's rows, in item order."""
+    payload = big_feed(LANE_ITEMS * 7 + 77)
+    single = ParserPool(processes=1, timeout_seconds=30.0, max_items=1_000_000, partitions=8)
+    try:
+        expected, expected_summary, _ = await collect(single, payload)
+    finally:
+        await single.close()
+    monkeypatch.setattr(parsing, "SPLIT_BYTES", len(payload))
+    pool = ParserPool(processes=2, timeout_seconds=30.0, max_items=1_000_000, partitions=8)
+    try:
+        chunks: list[list[Row]] = []
+        async with pool.parse(payload, SRC, "Example") as job:
+            assert isinstance(job, LanedParse) and len(pool.pids()) == 2
+            async for chunk in job:
+                chunks.append(chunk)
+                assert [row[0] for row in chunk] == sorted(row[0] for row in chunk)
+        rows = [row for chunk in chunks for row in chunk]
+        assert rows == expected and job.summary == expected_summary and job.handed_out == len(expected)
+        pids = pool.pids()
+        monkeypatch.setattr(parsing, "SPLIT_BYTES", len(payload) + 1)
+        async with pool.parse(payload, SRC, "Example") as small:  # one byte below the threshold: one process
+            assert isinstance(small, ParseJob)
+            async for _chunk in small:
+                pass
+        assert pool.pids() == pids, "both lanes' processes ended well and were kept"
+    finally:
+        await pool.close()
+
+
+async def test_a_lane_that_dies_fails_the_parse_with_only_what_both_lanes_got_past(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(parsing, "SPLIT_BYTES", 1)
+    pool = ParserPool(processes=2, timeout_seconds=30.0, max_items=1_000_000)
+    rows: list[Row] = []
+    killed: list[int] = []
+    try:
+        with pytest.raises(ParseFailed, match=r"^parser process died \(exit code -9\)$") as info:
+            async with pool.parse(big_feed(300_000), SRC, "") as job:
+                async for chunk in job:
+                    rows.extend(chunk)
+                    if len(rows) >= 3 * LANE_ITEMS and not killed:
+                        killed.append(pool.pids()[1])
+                        os.kill(killed[0], signal.SIGKILL)
+        assert [row[0] for row in rows] == list(range(len(rows))), "no gap, no item out of order"
+        assert info.value.handed_out == len(rows), "handed out = every item below the merge's frontier"
+        assert len(pool.pids()) <= 1, "the killed lane is gone, the other lane's process was not left mid-job"
+        again, _, _ = await collect(pool, big_feed(3))
+        assert len(again) == 3
+    finally:
+        await pool.close()
 
 
 async def test_a_child_ahead_of_its_reader_is_killed_without_waiting_forever() -> None:

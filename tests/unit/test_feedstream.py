@@ -14,11 +14,14 @@ import pytest
 from models.envelopes import partition_of
 from models.feed import FeedError, ItemFailure, JobPosting, parse_feed
 from models.feedstream import (
+    LANE_ITEMS,
     FeedSummary,
+    LaneMerge,
     Row,
     decode_chunk,
     decode_summary,
     encode_summary,
+    in_lane,
     items_cap_reason,
     oversized,
     parse_in_chunks,
@@ -202,3 +205,50 @@ def test_posting_rows_carry_the_partition_of_their_key() -> None:
     rows = rows_of(collect(big_feed(200), partitions=8)[0])
     assert {row[2] for row in rows} == set(range(8))
     assert all(row[2] == partition_of(orjson.loads(row[1])["dedupeKey"], 8) for row in rows)
+
+
+@pytest.mark.parametrize("lanes", [2, 3])
+def test_lanes_share_the_items_and_merge_back_to_the_whole_parse_in_order(lanes: int) -> None:
+    """Each lane normalises its blocks only; merged by LaneMerge, the rows are the single parse's, in item order."""
+    payload = big_feed(LANE_ITEMS * 5 + 123, bad_every=7)
+    whole = rows_of(collect(payload, partitions=8)[0])
+    merge = LaneMerge(lanes)
+    per_lane = []
+    for lane in range(lanes):
+        chunks: list[bytes] = []
+        summary = parse_in_chunks(payload, SRC, "Example", max_items=1_000_000, emit=chunks.append, clock=time.monotonic,
+                                  partitions=8, lane=(lane, lanes))
+        assert summary.items == len(whole)
+        decoded = [decode_chunk(chunk) for chunk in chunks]
+        assert all(in_lane(row[0], (lane, lanes)) for _, rows in decoded for row in rows)
+        per_lane.append((decoded, summary.items))
+    released: list[Row] = []
+    # Interleave the lanes' chunks unevenly: lane 0 runs far ahead, the others trickle in.
+    queues = [list(decoded) for decoded, _ in per_lane]
+    while any(queues):
+        for lane, queue in enumerate(queues):
+            for _ in range(3 if lane == 0 else 1):
+                if queue:
+                    walked, rows = queue.pop(0)
+                    released.extend(merge.add(lane, walked, rows))
+    for lane, (_, items) in enumerate(per_lane):
+        released.extend(merge.end(lane, items))
+    assert released == whole and merge.frontier == len(whole)
+
+
+def test_a_lane_merge_releases_only_what_every_lane_got_past() -> None:
+    merge = LaneMerge(2)
+    assert merge.add(0, 4, [(0, b"a", 0), (2, b"c", 0)]) == [], "lane 1 has walked nothing yet"
+    assert merge.behind() == 1
+    assert merge.add(1, 3, [(1, b"b", 0)]) == [(0, b"a", 0), (1, b"b", 0), (2, b"c", 0)]
+    assert merge.frontier == 3 and merge.behind() == 1
+    assert merge.add(1, 6, [(3, "k", "bad item", "parse"), (5, b"f", 1)]) == [(3, "k", "bad item", "parse")]
+    assert merge.end(0, 6) == [(5, b"f", 1)] and merge.frontier == 6
+
+
+def test_a_repair_in_a_lane_normalises_only_the_listed_items_of_that_lane() -> None:
+    payload = big_feed(LANE_ITEMS * 2)
+    chunks: list[bytes] = []
+    parse_in_chunks(payload, SRC, "", max_items=1_000_000, emit=chunks.append, clock=time.monotonic,
+                    only={1, LANE_ITEMS + 1}, lane=(1, 2))
+    assert [row[0] for row in rows_of(chunks)] == [LANE_ITEMS + 1]
