@@ -934,6 +934,20 @@ class _Collector:
                 self.feed_author = ""  # an oversized feed-level author is ignored, not fatal
         return True
 
+    def skips(self, ancestors: list[tuple[str, dict[str, str] | None]], name: str) -> bool:
+        """Whether the element opening at item depth is an item ``wanted`` leaves out: then it is never built."""
+        keys = self.keys
+        if keys is None:
+            keys = self.keys = _Keys.resolve(self.kind, self.root_name, (attrs for _, attrs in ancestors))
+        if name != keys.item or (self.kind == "rss" and ancestors[1][0] != "channel"):
+            return False
+        return self.wanted is not None and not self.wanted(self.count)
+
+    def skipped(self) -> bool:
+        """A left-out item closed: counted, and ``on_item`` gets None for it."""
+        self.count += 1
+        return self.on_item(None)
+
     def _normalise(self, item: Any, index: int, k: _Keys) -> JobPosting | ItemFailure:
         if not isinstance(item, dict):
             return ItemFailure(key=f"item[{index}]", reason="malformed item: no child elements")
@@ -1074,11 +1088,18 @@ class _ItemReader:
     ``ancestors`` are the ``(name, attributes or None)`` of the elements above it.
     """
 
-    __slots__ = ("item_depth", "on_item", "depth", "ancestors", "stack", "item", "data")
+    __slots__ = ("item_depth", "on_item", "skips", "on_skipped", "skipping", "depth", "ancestors", "stack", "item", "data")
 
-    def __init__(self, item_depth: int, on_item: Callable[[list[tuple[str, dict[str, str] | None]], str, Any], bool]) -> None:
+    def __init__(self, item_depth: int, on_item: Callable[[list[tuple[str, dict[str, str] | None]], str, Any], bool],
+                 skips: Callable[[list[tuple[str, dict[str, str] | None]], str], bool] | None = None,
+                 on_skipped: Callable[[], bool] | None = None) -> None:
         self.item_depth = item_depth
         self.on_item = on_item
+        # ``skips(ancestors, name)`` True at an element opening at item depth: nothing of it is built,
+        # and ``on_skipped()`` is called when it closes (a parse lane walking past another lane's items).
+        self.skips = skips
+        self.on_skipped = on_skipped
+        self.skipping = False
         self.depth = 0
         self.ancestors: list[tuple[str, dict[str, str] | None]] = []
         self.stack: list[tuple[Any, list[str]]] = []
@@ -1099,6 +1120,11 @@ class _ItemReader:
             return
         if depth > MAX_DEPTH:
             raise _TooDeep
+        if self.skipping:
+            return
+        if depth == self.item_depth and self.skips is not None and self.skips(self.ancestors, name):
+            self.skipping = True
+            return
         self.stack.append((self.item, self.data))
         self.item = {"@" + key: value for key, value in attrs.items()} if attrs else None
         self.data = []
@@ -1106,6 +1132,12 @@ class _ItemReader:
     def end(self, name: str) -> None:
         depth = self.depth
         self.depth = depth - 1
+        if self.skipping:
+            if depth == self.item_depth:
+                self.skipping = False
+                if self.on_skipped is not None and not self.on_skipped():
+                    raise _Stop
+            return
         if depth > self.item_depth:  # a child inside an item: attach it to its parent
             data, value = self.data, self.item
             self.item, self.data = self.stack.pop()
@@ -1138,7 +1170,8 @@ class _ItemReader:
             self.item, self.data = None, []
 
     def characters(self, text: str) -> None:
-        self.data.append(text)
+        if not self.skipping:
+            self.data.append(text)
 
 
 def stream_feed(
@@ -1167,7 +1200,9 @@ def stream_feed(
     _check_well_formed(payload)
     collector = _Collector(kind, root_name, source_url, source_name, on_item, wanted)
     try:
-        _parse_guarded(payload, _ItemReader(3 if kind == "rss" else 2, collector))
+        reader = (_ItemReader(3 if kind == "rss" else 2, collector) if wanted is None
+                  else _ItemReader(3 if kind == "rss" else 2, collector, collector.skips, collector.skipped))
+        _parse_guarded(payload, reader)
     except _Stop:
         pass  # on_item asked to stop
     except _TooDeep:
