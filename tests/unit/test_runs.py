@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import pytest
 
+from models import runs
 from models.runs import fold, missing_seqs, needs_repair, outcomes_event, requested_event, run_request, snapshot
 
 RUN = "run-1"
@@ -144,3 +147,21 @@ def test_only_a_silent_announced_running_run_needs_repair() -> None:
     assert not needs_repair(announced, later, 60)
     done = fold(announced, outcomes((0, "created"), (1, "created")), 10)
     assert not needs_repair(done, later, 1)
+
+
+def test_a_big_runs_state_stays_small_and_a_state_written_before_compression_still_folds() -> None:
+    """Bitmaps are stored compressed: the state goes to the runs changelog at every fold."""
+    total = 1_000_000
+    started = event("started", sourceUrl="https://x/feed", sourceName="X", trigger="cli")
+    unchanged = [outcomes_event(RUN, [], "2025-01-06T10:00:06Z", seqs={"unchanged": list(range(start, min(start + 1000, total - 4)))})
+                 for start in range(0, total - 4, 1000)]
+    run = apply(started, *unchanged)  # before the announcement: a "pre" bitmap per outcome as well
+    assert len(orjson.dumps(run)) < 4096, "1,000,000 bits per bitmap, as plain base64 334 KB"
+    old = {**run, "seen": base64.b64encode(runs._bits(run["seen"])).decode(),
+           "pre": {k: base64.b64encode(runs._bits(v)).decode() for k, v in run["pre"].items()}}
+    for state in (run, old):
+        assert missing_seqs(fold(state, event("fetched", totalFetched=total, failures=[]), 10), 10) == [
+            total - 4, total - 3, total - 2, total - 1]
+        done = fold(fold(state, event("fetched", totalFetched=total - 2, failures=[]), 10),
+                    outcomes((total - 4, "created"), (total - 3, "created")), 10)
+        assert done["status"] == "completed" and (done["unchangedJobs"], done["newJobs"]) == (total - 4, 2)
