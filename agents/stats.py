@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 
 REPAIR_CHECK_SECONDS = 5.0
 REPAIR_MAX_ITEMS = 100_000
+STUCK_FACTOR = 4  # a backlog holds repairs back this many repair delays at most (see repair_stalled_runs)
 SCAN_SECONDS = 300.0  # full scans of the table: index rebuild after a restart/rebalance, expiry
 SCAN_YIELD_EVERY = 200  # runs decoded between two yields to the event loop
 # Events that may begin a run in the table; any other event of a run the table does not know is
@@ -163,7 +164,15 @@ class Stats:
             return
         backlog = sum((await consumer_lag(self.app, self.settings.topic_prefix)).values())
         if backlog > 0:
-            return  # silent because busy, not because something was lost: wait for the backlog to drain
+            # Silent because busy, not because something was lost: wait for the backlog to drain. But a
+            # backlog that never drains is itself the loss (an event the consumer skipped holds its
+            # partition's commit back for good), so a run silent STUCK_FACTOR times as long is repaired anyway.
+            stuck = self.settings.repair_after_seconds * STUCK_FACTOR
+            candidates = [(run_id, state) for run_id, state in candidates if needs_repair(state, now, stuck)]
+            if not candidates:
+                return
+            logger.warning("repairing %d run(s) silent for %.0fs or more although the consumers report a backlog of %d",
+                           len(candidates), stuck, backlog)
         for run_id, state in candidates:
             last, count = self.repairs.get(run_id, (-1e18, 0))
             if time.monotonic() - last < self.settings.repair_after_seconds * 2**count:
