@@ -224,7 +224,7 @@ class LanedParse:
         lanes = [aiter(job) for job in self.jobs]
         running = set(range(len(lanes)))
         while running:
-            lane = min(running, key=lambda index: self.merge.walked[index])
+            lane = self.merge.behind(running)
             job = self.jobs[lane]
             try:
                 rows = await anext(lanes[lane])

@@ -70,15 +70,13 @@ def cpu_seconds(pid: int, below: bool = True) -> float:
     """CPU time of ``pid`` and every process below it, live or already reaped (utime+stime+cutime+cstime);
     with ``below=False``, of ``pid`` alone (a worker without its parse processes)."""
     children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    for stat in Path("/proc").glob("[0-9]*/stat") if below else ():
         try:
             fields = stat.read_text().rpartition(")")[2].split()
         except OSError:
             continue
         children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
     total, todo = 0, [pid]
-    if not below:
-        children.clear()
     while todo:
         current = todo.pop()
         try:

@@ -918,10 +918,9 @@ class _Collector:
         kind = self.kind
         if name == keys.item:
             if kind != "rss" or ancestors[1][0] == "channel":
-                index = self.count
-                self.count = index + 1
-                wanted = self.wanted
-                return self.on_item(self._normalise(value, index, keys) if wanted is None or wanted(index) else None)
+                item = self._normalise(value, self.count, keys)  # a wanted item: the reader skipped the others
+                self.count += 1
+                return self.on_item(item)
         elif name == keys.title:
             if not self.title and (kind != "rss" or ancestors[1][0] == "channel"):
                 self.title = _line(clip(_text(value), MAX_LINE_CHARS))
@@ -1200,9 +1199,8 @@ def stream_feed(
     _check_well_formed(payload)
     collector = _Collector(kind, root_name, source_url, source_name, on_item, wanted)
     try:
-        reader = (_ItemReader(3 if kind == "rss" else 2, collector) if wanted is None
-                  else _ItemReader(3 if kind == "rss" else 2, collector, collector.skips, collector.skipped))
-        _parse_guarded(payload, reader)
+        skipping = (collector.skips, collector.skipped) if wanted is not None else (None, None)
+        _parse_guarded(payload, _ItemReader(3 if kind == "rss" else 2, collector, *skipping))
     except _Stop:
         pass  # on_item asked to stop
     except _TooDeep:

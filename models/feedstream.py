@@ -22,7 +22,7 @@ from __future__ import annotations
 import heapq
 import json
 import marshal
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
@@ -58,10 +58,10 @@ CHUNK_CHARS = 1_000_000  # flush earlier when descriptions are large: a chunk st
 FLUSH_SECONDS = 0.5  # and when items come slowly, so the worker sees progress (and the deadline sees it)
 
 Row = tuple[Any, ...]
+"""``(seq, json, partition)`` for a posting, ``(seq, key, reason, stage)`` for a failed item."""
 Lane = tuple[int, int]  # (index, lanes): which share of a feed's items a parse process normalises
 WHOLE: Lane = (0, 1)
 LANE_ITEMS = CHUNK_ITEMS  # lanes take turns by blocks of this many items
-"""``(seq, json, partition)`` for a posting, ``(seq, key, reason, stage)`` for a failed item."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,9 +211,9 @@ class LaneMerge:
         """Items handed out: every item below this is final."""
         return min(self.walked)
 
-    def behind(self) -> int:
-        """The lane to read from next: the one that has walked least (the others wait for it)."""
-        return self.walked.index(self.frontier)
+    def behind(self, lanes: Iterable[int]) -> int:
+        """Of ``lanes`` (those still running), the one to read from next: it has walked least (the others wait for it)."""
+        return min(lanes, key=self.walked.__getitem__)
 
     def _release(self) -> list[Row]:
         frontier = self.frontier

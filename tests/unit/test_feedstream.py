@@ -239,9 +239,9 @@ def test_lanes_share_the_items_and_merge_back_to_the_whole_parse_in_order(lanes:
 def test_a_lane_merge_releases_only_what_every_lane_got_past() -> None:
     merge = LaneMerge(2)
     assert merge.add(0, 4, [(0, b"a", 0), (2, b"c", 0)]) == [], "lane 1 has walked nothing yet"
-    assert merge.behind() == 1
+    assert merge.behind(range(2)) == 1
     assert merge.add(1, 3, [(1, b"b", 0)]) == [(0, b"a", 0), (1, b"b", 0), (2, b"c", 0)]
-    assert merge.frontier == 3 and merge.behind() == 1
+    assert merge.frontier == 3 and merge.behind(range(2)) == 1 and merge.behind([0]) == 0
     assert merge.add(1, 6, [(3, "k", "bad item", "parse"), (5, b"f", 1)]) == [(3, "k", "bad item", "parse")]
     assert merge.end(0, 6) == [(5, b"f", 1)] and merge.frontier == 6
 
