@@ -42,6 +42,34 @@ COMMANDS_AT_ONCE = 4
 # the broker acknowledges the last ones, instead of a round trip per chunk (2,000 for a 1M feed).
 PUBLISH_AHEAD = 4
 MAX_RAW_STORED = 15 * 1024 * 1024  # below MongoDB's 16 MiB document limit
+COMPRESS_SLICE = 4 * 1024 * 1024
+
+
+class StoredFirst(Exception):  # noqa: N818 - a signal, not an error
+    """Another delivery of the command stored its payload first: the run publishes that one instead."""
+
+    def __init__(self, payload: bytes) -> None:
+        super().__init__("payload stored first by another delivery")
+        self.payload = payload
+
+
+def compressed_within(body: bytes | bytearray, limit: int, level: int = 6) -> bytes | None:
+    """``body`` zlib-compressed if that is at most ``limit`` bytes, else None, found without finishing.
+
+    A 500 MB feed of real postings compresses to well over raw_feeds' limit: compressing all of it,
+    to throw it away, cost seconds of a core before its parse could start.
+    """
+    compressor = zlib.compressobj(level)
+    parts: list[bytes] = []
+    size = 0
+    with memoryview(body) as view:  # released on return: the caller frees the buffer afterwards
+        for start in range(0, len(view), COMPRESS_SLICE):
+            parts.append(compressor.compress(view[start:start + COMPRESS_SLICE]))
+            size += len(parts[-1])
+            if size > limit:
+                return None
+    parts.append(compressor.flush())
+    return None if size + len(parts[-1]) > limit else b"".join(parts)
 
 
 @dataclass
@@ -84,7 +112,7 @@ class Poller:
         run_id, url = command["runId"], command["sourceUrl"]
         await self.progress(run_id, {"type": "started", **{k: command[k] for k in ("sourceUrl", "sourceName", "trigger", "requestedAt")}})
         try:
-            fetched = await self.load_payload(command)
+            fetched, kept = await self.load_payload(command)
         except RefusedError as exc:
             logger.warning("run refused run_id=%s url=%s", run_id, url)
             await self.progress(run_id, {"type": "failed", "error": str(exc)})  # nothing about the target's state
@@ -99,7 +127,10 @@ class Poller:
             await self.progress(run_id, {"type": "fetched", "totalFetched": 0, "failures": [], "meta": meta})
             return
         try:
-            summary, handed_out, waited = await self.parse_and_publish(command, fetched.body, None)
+            try:
+                summary, handed_out, waited = await self.parse_and_publish(command, fetched.body, None, kept)
+            except StoredFirst as first:  # another delivery of this command kept its payload first: publish that one
+                summary, handed_out, waited = await self.parse_and_publish(command, first.payload, None)
         except FeedError as exc:  # the document as a whole is unusable: nothing was published
             logger.warning("run failed run_id=%s url=%s error=%s", run_id, url, exc)
             await self.progress(run_id, {"type": "failed", "error": str(exc), "meta": meta})
@@ -122,13 +153,16 @@ class Poller:
         await self.progress(run_id, event)
 
     async def parse_and_publish(
-        self, command: dict[str, Any], payload: bytes | bytearray, only: Collection[int] | None
+        self, command: dict[str, Any], payload: bytes | bytearray, only: Collection[int] | None,
+        kept: Awaitable[bytes | None] | None = None,
     ) -> tuple[FeedSummary, int, float]:
         """Parse in a parse process and publish each chunk as it arrives; return the summary, items handed out
         and the seconds spent waiting for the parser.
 
-        Raises FeedError when the feed is unusable (before any item: the document is checked
-        first) and ParseFailed (with ``handed_out``) when the parse did not finish.
+        ``kept`` (a fresh fetch) is the payload being stored: the parse starts meanwhile, and nothing is
+        published before it is done. Raises FeedError when the feed is unusable (before any item: the
+        document is checked first), ParseFailed (with ``handed_out``) when the parse did not finish, and
+        StoredFirst when another delivery of the command stored its payload first (nothing was published).
         """
         run_id, url = command["runId"], command["sourceUrl"]
         fetched_at = iso(self.now())
@@ -136,6 +170,8 @@ class Poller:
         unacked: deque[asyncio.Future[None]] = deque()  # chunks sent, in order, whose acks are not awaited yet
         try:
             async with self.parsers.parse(payload, url, command.get("sourceName", ""), only) as job:
+                if kept is not None and (first := await kept) is not None:
+                    raise StoredFirst(first)
                 if isinstance(payload, bytearray):
                     # The parse process has the whole payload now (a fresh fetch's own buffer, nothing else
                     # reads it): free it before publishing, or a 500 MB feed stays in memory until the end.
@@ -154,6 +190,8 @@ class Poller:
             unacked.clear()
             raise
         finally:
+            if isinstance(kept, asyncio.Future) and not kept.done():
+                kept.cancel()  # the parse failed to start, or the worker stops: a later delivery stores it again
             # However the parse ended, what was sent is in the broker before this returns or raises: a run
             # cut short announces the items handed out as published.
             while unacked:
@@ -201,12 +239,17 @@ class Poller:
         body = await asyncio.get_running_loop().run_in_executor(None, zlib.decompress, stored["payload"])
         return FetchResult(int(stored["httpStatus"]), body, Validators(), 0)
 
-    async def load_payload(self, command: dict[str, Any]) -> FetchResult:
-        """The stored payload of a replayed run, else a fresh conditional fetch (stored before use)."""
+    async def load_payload(self, command: dict[str, Any]) -> tuple[FetchResult, asyncio.Future[bytes | None] | None]:
+        """The stored payload of a replayed run, else a fresh conditional fetch and the task that keeps it.
+
+        The task (:meth:`keep_payload`) runs while the parse starts; the poller publishes nothing before
+        it is done (so a redelivered command finds the payload), and it answers another delivery's payload
+        if that one was stored first.
+        """
         run_id, url = command["runId"], command["sourceUrl"]
         stored = await self.stored_payload(run_id)
         if stored is not None:
-            return stored
+            return stored, None
         state = await until_reachable(partial(self.store.fetch_state.find_one, {"sourceUrl": url}), f"run {run_id}") or {}
         started = time.perf_counter()
         try:
@@ -219,31 +262,41 @@ class Poller:
             )
         finally:
             metrics.FETCH_SECONDS.observe(time.perf_counter() - started)
+        logger.info("fetched run_id=%s url=%s status=%d bytes=%d fetch_s=%.2f", run_id, url, result.http_status,
+                    len(result.body), time.perf_counter() - started)
         if result.not_modified:
-            return result
-        # zlib releases the GIL: compressing a 50 MB payload in a thread does not stall the event loop.
-        compressed = await asyncio.get_running_loop().run_in_executor(None, zlib.compress, result.body, 6)
-        if len(compressed) <= MAX_RAW_STORED:
-            raw = {"_id": run_id, "runId": run_id, "sourceUrl": url, "fetchedAt": self.now(), "httpStatus": result.http_status,
-                   "bytes": len(result.body), "encoding": "zlib", "payload": Binary(compressed)}
-            try:
-                await until_reachable(partial(self.store.write, partial(self.store.raw_feeds.insert_one, raw)), f"run {run_id}")
-            except DuplicateKeyError:
-                # An earlier delivery (or try) of this command stored its payload first: publish that one,
-                # so every delivery of a run publishes the same items even if the feed changed meanwhile.
-                first = await self.stored_payload(run_id)
-                if first is not None:
-                    return first
-        else:
+            return result, None
+        return result, asyncio.ensure_future(self.keep_payload(run_id, url, result))
+
+    async def keep_payload(self, run_id: str, url: str, result: FetchResult) -> bytes | None:
+        """Store a fresh payload under the run (then the feed's validators); return the payload another
+        delivery of the command stored first, if one did, else None."""
+        started = time.perf_counter()
+        # zlib releases the GIL: compressing in a thread does not stall the event loop (or the payload's
+        # way to the parse processes meanwhile). It stops once the output passes what raw_feeds keeps.
+        compressed = await asyncio.get_running_loop().run_in_executor(None, compressed_within, result.body, MAX_RAW_STORED)
+        if compressed is None:
             # Not stored, so no validators either: after a crash the replay must fetch the whole feed
             # again, not get a 304 and end "completed, 0 items" while the items were never published.
-            logger.warning("raw payload too large to keep run_id=%s compressed_bytes=%d", run_id, len(compressed))
-            return result
+            logger.warning("raw payload too large to keep run_id=%s bytes=%d (compressed over %d)", run_id,
+                           len(result.body), MAX_RAW_STORED)
+            return None
+        raw = {"_id": run_id, "runId": run_id, "sourceUrl": url, "fetchedAt": self.now(), "httpStatus": result.http_status,
+               "bytes": len(result.body), "encoding": "zlib", "payload": Binary(compressed)}
+        try:
+            await until_reachable(partial(self.store.write, partial(self.store.raw_feeds.insert_one, raw)), f"run {run_id}")
+        except DuplicateKeyError:
+            # An earlier delivery (or try) of this command stored its payload first: publish that one,
+            # so every delivery of a run publishes the same items even if the feed changed meanwhile.
+            first = await self.stored_payload(run_id)
+            if first is not None:
+                return bytes(first.body)
         # Validators are remembered only after the payload is safe, so a crash cannot turn into a 304.
         validators = {"etag": result.validators.etag, "lastModified": result.validators.last_modified, "updatedAt": self.now()}
         await until_reachable(partial(self.store.write, partial(self.store.fetch_state.update_one, {"sourceUrl": url},
                                                            {"$set": validators}, upsert=True)), f"run {run_id}")
-        return result
+        logger.info("payload kept run_id=%s compressed_bytes=%d keep_s=%.2f", run_id, len(compressed), time.perf_counter() - started)
+        return None
 
     async def poll(self, stream: StreamT[Any]) -> None:
         """A few commands at a time run concurrently; each is acked only once its run is published."""

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
+import zlib
 from collections.abc import AsyncIterator
 from typing import Any, cast
 
 import orjson
 import pytest
 
+from agents.fetch import FetchResult, Validators
 from agents.parsing import ParseFailed
-from agents.poller import PUBLISH_AHEAD, Poller
+from agents.poller import COMPRESS_SLICE, PUBLISH_AHEAD, Poller, compressed_within
 from models.feedstream import FeedSummary
 from streams.settings import Settings
 
@@ -92,3 +95,74 @@ async def test_a_parse_cut_short_still_awaits_what_was_sent() -> None:
         task.result()
     assert failed.value.handed_out == 14 and len(parsed.sent) == 14
     assert all(ack.done() for ack in parsed.acks), "the items handed out are announced: they must be in the broker"
+
+
+class AckedTopic(FakeTopic):
+    """A topic whose broker acknowledges every send at once."""
+
+    async def send(self, *, key: str, value: dict[str, Any] | bytes, partition: int | None = None) -> asyncio.Future[None]:
+        ack = await super().send(key=key, value=value, partition=partition)
+        ack.set_result(None)
+        return ack
+
+
+class RecordingParsers:
+    """Hands out a fresh two-chunk job per parse and records the payload each parse was given."""
+
+    def __init__(self) -> None:
+        self.payloads: list[bytes] = []
+
+    @contextlib.asynccontextmanager
+    async def parse(self, payload: bytes | bytearray, *_args: Any) -> AsyncIterator[FakeJob]:
+        self.payloads.append(bytes(payload))
+        yield FakeJob(2, None)
+
+
+def acked_poller(parsers: RecordingParsers) -> tuple[Poller, AckedTopic]:
+    parsed = AckedTopic()
+    topics = cast(Any, type("Topics", (), {"parsed": parsed, "progress": AckedTopic()})())
+    return Poller(cast(Any, None), cast(Any, parsers), topics, Settings.from_env({})), parsed
+
+
+async def test_the_parse_starts_while_the_payload_is_kept_but_nothing_is_published_before() -> None:
+    parsers = RecordingParsers()
+    poller, parsed = acked_poller(parsers)
+    kept: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
+    payload = bytearray(b"<rss>fresh</rss>")
+    task = asyncio.ensure_future(poller.parse_and_publish({"runId": "r1", "sourceUrl": "https://x/feed"}, payload, None, kept))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert parsers.payloads == [b"<rss>fresh</rss>"], "the parse has the payload while it is being stored"
+    assert parsed.sent == [] and payload, "nothing published, and the buffer kept, before the payload is stored"
+    kept.set_result(None)
+    summary, handed_out, _ = await task
+    assert handed_out == summary.items == 4
+    assert [item["seq"] for envelope in parsed.sent for item in envelope["items"]] == [0, 1, 2, 3]
+    assert payload == bytearray(), "the fetched buffer is freed once stored and handed to the parse"
+
+
+async def test_a_run_publishes_the_payload_another_delivery_stored_first() -> None:
+    parsers = RecordingParsers()
+    poller, parsed = acked_poller(parsers)
+    theirs: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
+    theirs.set_result(b"<rss>stored first</rss>")
+
+    async def load_payload(_command: dict[str, Any]) -> tuple[FetchResult, asyncio.Future[bytes | None] | None]:
+        return FetchResult(200, bytearray(b"<rss>fetched now</rss>"), Validators(), 1), theirs
+
+    poller.load_payload = load_payload  # type: ignore[method-assign,assignment]
+    command = {"runId": "r1", "sourceUrl": "https://x/feed", "sourceName": "x", "trigger": "manual", "requestedAt": "t"}
+    await poller.run_import(command)
+    assert parsers.payloads == [b"<rss>fetched now</rss>", b"<rss>stored first</rss>"]
+    assert [item["seq"] for envelope in parsed.sent for item in envelope["items"]] == [0, 1, 2, 3], "only the second parse published"
+
+
+def test_compression_of_a_payload_stops_once_it_passes_the_limit() -> None:
+    body = b"".join(b"<item><title>job %d</title></item>" % i for i in range(50_000))
+    whole = compressed_within(body, len(body))
+    assert whole is not None and zlib.decompress(whole) == body
+    assert compressed_within(body, len(whole)) == whole, "exactly at the limit is kept"
+    assert compressed_within(body, len(whole) - 1) is None
+    noise = bytearray(random.Random(7).randbytes(3 * COMPRESS_SLICE))  # noqa: S311 - test data, not a secret
+    assert compressed_within(noise, COMPRESS_SLICE // 2) is None
+    noise.clear()  # the view on the buffer was released: it can be freed
