@@ -154,7 +154,7 @@ class Poller:
 
     async def parse_and_publish(
         self, command: dict[str, Any], payload: bytes | bytearray, only: Collection[int] | None,
-        kept: Awaitable[bytes | None] | None = None,
+        kept: asyncio.Future[bytes | None] | None = None,
     ) -> tuple[FeedSummary, int, float]:
         """Parse in a parse process and publish each chunk as it arrives; return the summary, items handed out
         and the seconds spent waiting for the parser.
@@ -190,7 +190,7 @@ class Poller:
             unacked.clear()
             raise
         finally:
-            if isinstance(kept, asyncio.Future) and not kept.done():
+            if kept is not None and not kept.done():
                 kept.cancel()  # the parse failed to start, or the worker stops: a later delivery stores it again
             # However the parse ended, what was sent is in the broker before this returns or raises: a run
             # cut short announces the items handed out as published.
@@ -261,9 +261,10 @@ class Poller:
                 max_bytes=self.settings.max_feed_bytes,
             )
         finally:
-            metrics.FETCH_SECONDS.observe(time.perf_counter() - started)
+            elapsed = time.perf_counter() - started
+            metrics.FETCH_SECONDS.observe(elapsed)
         logger.info("fetched run_id=%s url=%s status=%d bytes=%d fetch_s=%.2f", run_id, url, result.http_status,
-                    len(result.body), time.perf_counter() - started)
+                    len(result.body), elapsed)
         if result.not_modified:
             return result, None
         return result, asyncio.ensure_future(self.keep_payload(run_id, url, result))
