@@ -80,9 +80,10 @@ async def json_body(request: web.Request) -> Any:
 async def health(request: web.Request) -> web.Response:
     timeout = request.app[OPTIONS].health_timeout_seconds
     store_timeout = min(timeout, request.app[SETTINGS].api_store_timeout_seconds)
-    kafka, mongo = await asyncio.gather(request.app[KAFKA].check(timeout), _mongo_check(request, store_timeout))
-    healthy = kafka == "ok" and mongo == "ok"
-    return json_response({"status": "ok" if healthy else "error", "kafka": kafka, "mongo": mongo},
+    kafka, mongo, (workers, consuming) = await asyncio.gather(
+        request.app[KAFKA].check(timeout), _mongo_check(request, store_timeout), request.app[KAFKA].workers_check(timeout))
+    healthy = kafka == "ok" and mongo == "ok" and consuming
+    return json_response({"status": "ok" if healthy else "error", "kafka": kafka, "mongo": mongo, "workers": workers},
                          status=200 if healthy else 503)
 
 

@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable
 
 from aiokafka import AIOKafkaClient, AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from api.events import LogHub, snapshot_from
 from api.queries import ApiError
@@ -27,6 +28,9 @@ class KafkaLink:
         self.producer: AIOKafkaProducer | None = None
         self.started = asyncio.Event()
         self.last_error = "not connected yet"
+        # Opened by the first workers check (group-less: they only read offsets and the group's state).
+        self._admin: AIOKafkaAdminClient | None = None
+        self._offsets: AIOKafkaConsumer | None = None
 
     async def connect(self) -> None:
         """Retry with backoff until the producer is up; aiokafka handles broker reconnects after that."""
@@ -75,9 +79,68 @@ class KafkaLink:
             return "error: metadata request failed"
         return "ok" if metadata.brokers() else "error: no brokers in metadata"
 
+    async def workers_check(self, timeout: float) -> tuple[str, bool]:
+        """Whether the workers consume: ``(text, healthy)`` for /health's ``workers`` part.
+
+        Unhealthy only when run requests wait on ``commands`` and the consumer group (APP_ID) has no
+        member: then nothing will ever start those runs, and the dashboard says so instead of showing
+        runs that stay pending. No member and nothing waiting is ``idle`` and healthy (an API may run
+        before its workers). Names the group and counts, never a host.
+        """
+        if self.producer is None:
+            return "unknown: Kafka unreachable", True  # the kafka part already says why
+        try:
+            members, waiting = await asyncio.wait_for(self._group_and_backlog(), timeout)
+        except TimeoutError:
+            return f"unknown: no group answer within {timeout:g}s", True
+        except Exception as exc:  # reported as unknown, not raised: the kafka part covers the broker itself
+            logger.warning("health: consumer group check failed error=%s: %s", type(exc).__name__, exc)
+            return "unknown: consumer group check failed", True
+        group = self.settings.app_id
+        if members:
+            return "ok", True
+        if waiting:
+            return (f"error: {waiting} run request(s) waiting on {self.settings.topic('commands')} and no worker "
+                    f"in consumer group {group!r} (start one: `make run` or `jobstream worker`)"), False
+        return f"idle: no worker in consumer group {group!r}", True
+
+    async def _group_and_backlog(self) -> tuple[int, int]:
+        """Members of the workers' group, and commands produced but not committed by it."""
+        if self._admin is None:
+            admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap_servers, request_timeout_ms=5000)
+            await admin.start()
+            self._admin = admin
+        if self._offsets is None:
+            consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap_servers, group_id=None,
+                                        enable_auto_commit=False)
+            await consumer.start()
+            self._offsets = consumer
+        group = self.settings.app_id
+        (described,) = await self._admin.describe_consumer_groups([group])
+        members = sum(len(entry[5]) for entry in described.groups if entry[1] == group)
+        if members:
+            return members, 0
+        topic = self.settings.topic("commands")
+        assert self.producer is not None  # noqa: S101 - checked by the caller
+        partitions = [TopicPartition(topic, p) for p in sorted(await self.producer.partitions_for(topic))]
+        if not partitions:
+            return 0, 0
+        ends = await self._offsets.end_offsets(partitions)
+        starts = await self._offsets.beginning_offsets(partitions)
+        committed = await self._admin.list_consumer_group_offsets(group, partitions=partitions)
+        waiting = 0
+        for tp in partitions:
+            done = committed[tp].offset if tp in committed and committed[tp].offset >= 0 else starts[tp]
+            waiting += max(0, ends[tp] - done)
+        return 0, waiting
+
     async def close(self) -> None:
         if self.producer is not None:
             await self.producer.stop()
+        if self._offsets is not None:
+            await self._offsets.stop()
+        if self._admin is not None:
+            await self._admin.close()
 
 
 async def partitions_of(settings: Settings, topic: str) -> set[int]:

@@ -114,6 +114,10 @@ SCHEMAS: dict[str, Schema] = {
             "status": {"enum": ["ok", "error"]},
             "kafka": {"type": "string", "description": "`ok` or `error: <why>`"},
             "mongo": {"type": "string", "description": "`ok` or `error: <why>`"},
+            "workers": {"type": "string", "description": (
+                "`ok` (the workers' consumer group has members), `idle: ...` (none, and no run request waits), "
+                "`unknown: ...` (the group could not be asked), or `error: ...`: run requests wait on `commands` "
+                "and no worker consumes them (then 503)")},
         },
     },
     "Failure": {

@@ -22,6 +22,8 @@ import socket
 import subprocess  # noqa: S404 - this module's job is starting processes
 import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,9 +34,10 @@ STATE = Path(os.environ.get("JOBSTREAM_STATE", ROOT / ".state"))
 CACHE = Path(os.environ.get("JOBSTREAM_CACHE", Path.home() / ".cache" / "jobstream"))
 LOGS = STATE / "logs"
 KAFKA_VERSION = "4.1.1"
-KAFKA_PORT = 9092
-KAFKA_CONTROLLER_PORT = 9093
-MONGO_PORT = 27017
+# The local services' ports: fixed defaults a user can move (a test runs a second stack beside the suite's).
+KAFKA_PORT = int(os.environ.get("JOBSTREAM_KAFKA_PORT", "9092"))
+KAFKA_CONTROLLER_PORT = int(os.environ.get("JOBSTREAM_KAFKA_CONTROLLER_PORT", str(KAFKA_PORT + 1)))
+MONGO_PORT = int(os.environ.get("JOBSTREAM_MONGO_PORT", "27017"))
 API_PORT = int(os.environ.get("API_PORT", "8080"))
 WORKER_METRICS_PORT = int(os.environ.get("WORKER_METRICS_PORT", "9464"))
 LOCAL_KAFKA = f"127.0.0.1:{KAFKA_PORT}"
@@ -331,12 +334,27 @@ def port_in_use(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def start(service: Service) -> bool:
-    """Start the service unless it runs already; True when this call started it."""
+def log_tail(service: Service, lines: int = 20) -> str:
+    """The last lines of a service's log, indented, for an error message that shows the cause."""
+    try:
+        text = service.log_file.read_text(errors="replace")
+    except OSError:
+        return "    (no log)"
+    return "\n".join("    " + line for line in text.splitlines()[-lines:]) or "    (empty log)"
+
+
+def exited(service: Service, proc: subprocess.Popen[bytes]) -> StackError:
+    service.pid_file.unlink(missing_ok=True)
+    return StackError(f"{service.name} exited with code {proc.returncode} during start-up; "
+                      f"last lines of {service.log_file}:\n{log_tail(service)}")
+
+
+def spawn(service: Service) -> subprocess.Popen[bytes] | None:
+    """Start the service's process unless it runs already (None then); readiness is the caller's to wait for."""
     pid = running_pid(service)
     if pid is not None:
         log(f"{service.name} already running (pid {pid}) on 127.0.0.1:{service.port}")
-        return False
+        return None
     if port_in_use(service.port):
         raise StackError(
             f"{service.name}: port 127.0.0.1:{service.port} is taken by a process this stack did not start; "
@@ -350,17 +368,83 @@ def start(service: Service) -> bool:
             cwd=ROOT, env={**app_env(), **dict(service.env)}, start_new_session=True,
         )
     service.pid_file.write_text(str(proc.pid))
+    return proc
+
+
+def start(service: Service) -> bool:
+    """Start the service unless it runs already and wait until it is ready; True when this call started it."""
+    proc = spawn(service)
+    if proc is None:
+        return False
     deadline = time.monotonic() + service.timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            service.pid_file.unlink(missing_ok=True)
-            raise StackError(f"{service.name} exited with code {proc.returncode}; see {service.log_file}")
+            raise exited(service, proc)
         if service.ready():
             log(f"{service.name} ready on 127.0.0.1:{service.port} (pid {proc.pid}, log {service.log_file})")
             return True
         time.sleep(0.5)
     stop(service)
-    raise StackError(f"{service.name} did not become ready within {service.timeout:.0f}s; see {service.log_file}")
+    raise StackError(f"{service.name} did not become ready within {service.timeout:.0f}s; "
+                     f"last lines of {service.log_file}:\n{log_tail(service)}")
+
+
+def worker_readiness(port: int) -> dict[str, object] | None:
+    """A worker's ``/ready`` answer (``ready``, ``reason``, ``generation``, ``partitions``), None if it does not answer."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=2) as response:  # noqa: S310 - loopback
+            return dict(json.loads(response.read()))
+    except urllib.error.HTTPError as exc:  # 503: not ready, with the reason in the body
+        try:
+            return dict(json.loads(exc.read()))
+        except ValueError:
+            return None
+    except (OSError, ValueError):
+        return None
+
+
+def start_workers(services: list[Service], started: list[str], timeout: float = 180.0) -> None:
+    """Start the workers that are not running, all at once, and wait until the group is settled.
+
+    Settled: every worker answers ``/ready`` (joined, partitions assigned, tables recovered, store
+    prepared) in the same group generation, so no rebalance is still under way when ``make run``
+    returns and a first request cannot race the start-up. A worker that exits meanwhile fails the
+    start with its log tail. Appends each worker it starts to ``started`` as it goes, so a failure
+    stops exactly those.
+    """
+    procs: dict[str, tuple[Service, subprocess.Popen[bytes] | None]] = {}
+    for service in services:
+        procs[service.name] = (service, spawn(service))
+        if procs[service.name][1] is not None:
+            started.append(service.name)
+    deadline = time.monotonic() + timeout
+    waiting: list[str] = []
+    while time.monotonic() < deadline:
+        for service, proc in procs.values():
+            if proc is not None and proc.poll() is not None:
+                raise exited(service, proc)
+        answers = {service.name: worker_readiness(service.port) for service, _ in procs.values()}
+        waiting = [f"{name}: {(answer or {}).get('reason', 'not answering yet')}"
+                   for name, answer in answers.items() if not (answer and answer.get("ready"))]
+        generations = {answer.get("generation") for answer in answers.values() if answer}
+        if not waiting and len(generations) == 1:
+            for service, proc in procs.values():
+                answer = answers[service.name] or {}
+                pid = proc.pid if proc is not None else running_pid(service)
+                log(f"{service.name} ready on 127.0.0.1:{service.port} (pid {pid}, {answer.get('partitions')} "
+                    f"partitions, group generation {answer.get('generation')}, log {service.log_file})")
+            return
+        time.sleep(0.5)
+    detail = "; ".join(waiting) or "the workers are in different group generations (a rebalance did not settle)"
+    raise StackError(f"workers not ready within {timeout:.0f}s: {detail}")
+
+
+def check_alive(services: list[Service]) -> None:
+    """After start-up: a service that died since it was ready fails ``up`` as well."""
+    for service in services:
+        if service.pid_file.exists() and running_pid(service) is None:
+            service.pid_file.unlink(missing_ok=True)
+            raise StackError(f"{service.name} exited after start-up; last lines of {service.log_file}:\n{log_tail(service)}")
 
 
 def stop(service: Service) -> None:
@@ -394,7 +478,7 @@ def worker_count() -> int:
 def worker(index: int) -> Service:
     """Worker ``index``: its own metrics port (WORKER_METRICS_PORT + index) and table directory."""
     port = WORKER_METRICS_PORT + index
-    return Service(f"worker-{index}", port, worker_command, http_ready(port, "/metrics"), timeout=120,
+    return Service(f"worker-{index}", port, worker_command, lambda: bool((worker_readiness(port) or {}).get("ready")), timeout=180,
                    env=(("WORKER_METRICS_PORT", str(port)), ("DATA_DIR", str(STATE / "worker" / str(index)))))
 
 
@@ -424,13 +508,29 @@ def started_workers() -> list[Service]:
 
 
 def up(with_app: bool, record: Path | None) -> None:
-    """Start what is missing; ``record`` lists what this call started, for a matching ``down``."""
-    services = infrastructure() + ([worker(i) for i in range(worker_count())] + [API] if with_app else [])
+    """Start what is missing; ``record`` lists what this call started, for a matching ``down``.
+
+    With the app, ``up`` returns only once every worker is ready in a settled group and the API
+    answers; if any of them exits or never gets there, the app processes this call started are
+    stopped again (Kafka and the store stay up for the next try) and the error shows the log tail.
+    """
     started: list[str] = []
     try:
-        for service in services:
+        for service in infrastructure():
             if start(service):
                 started.append(service.name)
+        if with_app:
+            workers = [worker(i) for i in range(worker_count())]
+            try:
+                start_workers(workers, started)
+                if start(API):
+                    started.append(API.name)
+                check_alive([*workers, API])
+            except StackError:
+                for service in (API, *workers):
+                    if service.name in started:
+                        stop(service)
+                raise
     finally:
         if record is not None:
             record.write_text("\n".join(started))
@@ -456,11 +556,28 @@ def down(record: Path | None) -> None:
 
 
 def status() -> int:
+    """One line per service: running (workers: ready or why not), dead (a PID file whose process is gone), or not running.
+
+    Exits 1 when a service this stack started has died, so scripts can tell.
+    """
+    dead = 0
     for service in (KAFKA, FERRETDB, *started_workers(), API):
         pid = running_pid(service)
-        state = f"running (pid {pid}) on 127.0.0.1:{service.port}" if pid else "not running"
+        if pid is not None:
+            state = f"running (pid {pid}) on 127.0.0.1:{service.port}"
+            if service.name.startswith("worker"):
+                answer = worker_readiness(service.port)
+                state += ", " + ("not answering /ready" if answer is None else
+                                 f"ready ({answer.get('partitions')} partitions)" if answer.get("ready") else
+                                 f"not ready: {answer.get('reason')}")
+        elif service.pid_file.exists():
+            dead += 1
+            last = log_tail(service, 1).strip()
+            state = f"DEAD (pid {service.pid_file.read_text().strip()} is gone; log {service.log_file} ends: {last})"
+        else:
+            state = "not running"
         print(f"{service.name:9} {state}")
-    return 0
+    return 1 if dead else 0
 
 
 def redact(url: str) -> str:

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
+import tempfile
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import faust
-from prometheus_client import start_http_server
 
 import agents
 from agents import metrics
 from agents.parsing import ParserPool, default_processes
 from models.registry import RegistryError, parse_feeds_file
 from streams.app import consumer_lag, create_pipeline
+from streams.readiness import ReadinessProbe, serve_probes
 from streams.settings import Settings
 from streams.store import Store, until_reachable
 from streams.topics import ensure_topics
@@ -24,6 +27,11 @@ logger = logging.getLogger(__name__)
 
 def run_worker(settings: Settings) -> None:
     """Blocks until the worker is stopped (SIGTERM/SIGINT stop it gracefully)."""
+    try:
+        writable_dir(settings.data_dir)
+    except OSError as exc:
+        logger.error("worker cannot start: DATA_DIR %s is not a writable folder: %s", settings.data_dir, exc)
+        sys.exit(2)
     asyncio.run(ensure_topics(settings))
     pipeline = create_pipeline(settings)
     store = Store(settings)
@@ -42,6 +50,7 @@ def run_worker(settings: Settings) -> None:
 
         await until_reachable(prepare, "indexes/seed")
         await until_reachable(store.backfill_job_search, "job_search backfill")
+        probe.store_prepared = True
 
     async def close_clients(app: faust.App, **_: Any) -> None:
         await parsers.close()
@@ -54,20 +63,38 @@ def run_worker(settings: Settings) -> None:
         for tp, lag in (await consumer_lag(pipeline.app, settings.topic_prefix)).items():
             metrics.CONSUMER_LAG.labels(topic=tp.topic, partition=str(tp.partition)).set(lag)
 
+    probe = ReadinessProbe()
+
+    async def watch_readiness() -> None:
+        await probe.watch(pipeline.app)
+
     pipeline.app.task(prepare_store)
+    pipeline.app.task(watch_readiness)
     pipeline.app.task(watch_event_loop_lag)
     pipeline.app.timer(10.0, name="observe_consumer_lag")(observe_consumer_lag)
     pipeline.app.on_before_shutdown.connect(close_clients)  # type: ignore[arg-type]  # faust's signal types are too narrow
 
-    start_http_server(settings.worker_metrics_port, addr=settings.api_host)
+    serve_probes(probe, settings.api_host, settings.worker_metrics_port)
     logger.info(
-        "worker starting app_id=%s kafka=%s mongo=%s db=%s metrics=http://%s:%d/metrics",
+        "worker starting app_id=%s kafka=%s mongo=%s db=%s metrics=http://%s:%d/metrics (readiness on /ready)",
         settings.app_id, settings.kafka_bootstrap_servers, settings.mongo_url_redacted, settings.mongo_db,
         settings.api_host, settings.worker_metrics_port,
     )
     worker = faust.Worker(pipeline.app, loglevel=settings.log_level.lower(), redirect_stdouts=False,
                           override_logging=False)
     worker.execute_from_commandline()
+
+
+def writable_dir(path: Path) -> None:
+    """Create ``path`` with its parents and prove a file can be written there.
+
+    Faust creates only the last folder of its datadir, so ``.state/worker/0`` on a fresh clone
+    (no ``.state/worker``) crashed every worker at start; and a read-only folder would fail later,
+    at the first table write, far from its cause.
+    """
+    path.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile(dir=path):
+        pass
 
 
 async def seed_registry(settings: Settings, store: Store) -> None:

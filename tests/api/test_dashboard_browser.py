@@ -171,3 +171,35 @@ async def test_dashboard_runs_an_import_and_follows_it_live(
     await page.close()
     errors = [e for e in errors if "ERR_CONNECTION_REFUSED" not in e and "api/import-logs/stream" not in e]
     assert not errors, errors
+
+
+async def test_dashboard_shows_a_banner_while_runs_wait_for_a_worker(
+    start_worker: Callable[..., Process], api_process: Callable[[], Process], pipeline_env: dict[str, str],
+    feed_server: FeedServer, browser: Browser,
+) -> None:
+    """No worker consumes (a fresh clone's workers died at start): the page says so instead of pending forever."""
+    api_process()
+    tag = uuid.uuid4().hex[:6]
+    url = feed_server.put(f"waiting-{tag}.xml", rss([{"guid": f"{tag}-{i}", "title": f"Job {i}"} for i in range(5)]))
+    base = f"http://127.0.0.1:{pipeline_env['API_PORT']}"
+    page = await browser.new_page(viewport={"width": 1440, "height": 900})
+    await page.goto(base + "/")
+    await expect(page.locator("body[data-ready=true]")).to_have_count(1)
+    banner = page.locator("#pipeline-banner")
+    await expect(banner).to_be_hidden()  # idle: no worker, but nothing waits for one either
+    await page.click("a[data-tab=feeds]")
+    await page.fill("#feed-url", url)
+    await page.click("#feed-add")
+    await expect(page.locator("#feeds-body tr[data-enabled=true]")).to_have_count(1)
+    runs = await requested_runs(page, page.click("#run-import"))
+    await expect(banner).to_be_visible(timeout=15_000)
+    await expect(banner).to_contain_text("The pipeline is not making progress.")
+    await expect(banner).to_contain_text(f"no worker in consumer group '{pipeline_env['APP_ID']}'")
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / "dashboard-no-worker.png"))
+
+    start_worker()  # the waiting run is consumed, and the banner goes with the next health check
+    row = page.locator(f'#runs-body tr[data-run-id="{runs[url]}"]')
+    await expect(row).to_have_attribute("data-status", "completed", timeout=90_000)
+    await expect(banner).to_be_hidden(timeout=15_000)
+    await page.close()

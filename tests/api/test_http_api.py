@@ -40,7 +40,22 @@ def new_url(name: str = "feed") -> str:
 
 
 async def test_health_is_ok_when_kafka_and_mongo_answer(api: ApiHarness) -> None:
-    assert await api.json("GET", "/health", 200) == {"status": "ok", "kafka": "ok", "mongo": "ok"}
+    # No worker runs in this test, and no run was requested: the pipeline is idle, not broken.
+    idle = f"idle: no worker in consumer group {api.settings.app_id!r}"
+    assert await api.json("GET", "/health", 200) == {"status": "ok", "kafka": "ok", "mongo": "ok", "workers": idle}
+
+
+async def test_health_is_503_naming_the_workers_when_runs_wait_and_none_consumes(api: ApiHarness) -> None:
+    """A fresh clone whose workers died at start answered 202 to every run request and 200 on /health."""
+    url = new_url()
+    await api.json("POST", "/api/feeds", 201, json={"url": url})
+    await api.json("POST", "/api/import/run", 202, json={"feeds": [url]})
+    response = await api.client.get("/health")
+    body = await response.json()
+    assert response.status == 503, body
+    assert body["status"] == "error" and body["kafka"] == "ok" and body["mongo"] == "ok"
+    assert body["workers"] == (f"error: 1 run request(s) waiting on {api.settings.topic('commands')} and no worker in "
+                               f"consumer group {api.settings.app_id!r} (start one: `make run` or `jobstream worker`)")
 
 
 async def test_health_names_mongo_when_it_is_unreachable(make_api: MakeApi) -> None:

@@ -53,6 +53,28 @@ function addRequested(requested) {
   }
 }
 
+// --- pipeline health ---------------------------------------------------------------------------
+// /health is 503 when Kafka or the store is down, or when run requests wait and no worker consumes
+// them: say so above the runs, which would otherwise stay "pending" with no reason given.
+const banner = document.getElementById("pipeline-banner");
+const HEALTH_PARTS = { workers: "Workers", kafka: "Kafka", mongo: "MongoDB" };
+async function checkHealth() {
+  let body = null;
+  try {
+    const response = await fetch("/health", { headers: { Accept: "application/json" } });
+    body = await response.json().catch(() => null);
+  } catch {
+    body = { api: "error: the API is not reachable" };
+  }
+  const problems = Object.entries({ ...HEALTH_PARTS, api: "API" })
+    .filter(([key]) => body && typeof body[key] === "string" && body[key].startsWith("error"))
+    .map(([key, label]) => `${label}: ${body[key].replace(/^error: /, "")}`);
+  banner.hidden = problems.length === 0;
+  banner.replaceChildren(...(problems.length ? [h("b", {}, "The pipeline is not making progress."), problems.join(" · ")] : []));
+}
+checkHealth();
+setInterval(checkHealth, 10000);
+
 // --- run import now --------------------------------------------------------------------------
 const runButton = document.getElementById("run-import");
 runButton.addEventListener("click", async () => {
@@ -65,6 +87,7 @@ runButton.addEventListener("click", async () => {
                  : "No enabled feeds to import: add one under Feeds", busy ? undefined : "error");
     } else {
       addRequested(data.runs);
+      setTimeout(checkHealth, 500);
       toast(`Import requested for ${data.runs.length} feed${data.runs.length === 1 ? "" : "s"}` +
             (busy ? ` (${busy} already importing)` : ""));
       if (!location.hash.startsWith("#/imports")) location.hash = "#/imports";
