@@ -235,8 +235,8 @@ def openapi_document() -> dict[str, Any]:
                 "responses": {"200": {"description": "the file"}, "404": _error("no such file")},
             }},
             "/health": {"get": {
-                "summary": "Liveness of Kafka and MongoDB", "operationId": "health",
-                "responses": {"200": _json(_ref("Health"), "both reachable"),
+                "summary": "Liveness of Kafka and MongoDB, and whether the workers consume", "operationId": "health",
+                "responses": {"200": _json(_ref("Health"), "both reachable, and no run request waits for a worker"),
                               "503": _json(_ref("Health"), "the failing part says `error: ...`")},
             }},
             "/metrics": {"get": {"summary": "Prometheus metrics of the API process", "operationId": "metrics",

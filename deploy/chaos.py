@@ -55,6 +55,10 @@ from tests.support import FeedServer, free_port, isolated_env  # noqa: E402
 
 FINISHED = frozenset({"completed", "partial", "failed"})
 FAULTS = ("worker-kill", "kafka-kill", "store-kill", "store-stop", "api-restart")
+# Injected at the moment the runs are requested, not once the group has settled (issue 20): what an
+# autoscaler, a rolling deploy or a crash right after start does to runs requested meanwhile.
+REBALANCE_FAULTS = ("worker-join", "worker-leave", "worker-kill-early", "join-then-kill")
+REBALANCE_RECOVERY_SECONDS = 60.0  # every run final this soon after the last fault
 SHARED_PORTS = frozenset({stack.KAFKA_PORT, stack.KAFKA_CONTROLLER_PORT, stack.MONGO_PORT, 8080, 9464})
 CHAOS_STATE = stack.STATE / "chaos"
 KEEP_RUNS = 3  # older run folders under .state/chaos are removed
@@ -86,6 +90,11 @@ FULL = Plan(sizes=(14_000, 10_000, 8_000, 6_000, 5_000, 4_000, 2_000, 1_000), ro
             edit=0.05, add=0.02, remove=0.003, deadline=40 * 60.0, run_timeout=600.0, in_flight=0.2)
 QUICK = Plan(sizes=(2_500, 1_700, 1_200, 600), rounds=1, faults=FAULTS, store_pause=20.0,
              edit=0.05, add=0.02, remove=0.005, deadline=4.5 * 60.0, run_timeout=240.0, in_flight=0.15)
+# Many small feeds: many commands in flight while the group changes under them.
+REBALANCE_SIZES = (1_500, 1_200, 1_000, 800, 700, 600, 500, 400, 300, 250, 200, 150, 100, 80, 60, 50)
+REBALANCE = Plan(sizes=REBALANCE_SIZES, rounds=20, faults=REBALANCE_FAULTS, store_pause=0.0,
+                 edit=0.05, add=0.02, remove=0.005, deadline=60 * 60.0, run_timeout=600.0, in_flight=0.0)
+REBALANCE_QUICK = dataclasses.replace(REBALANCE, rounds=1, deadline=6 * 60.0)
 
 
 # --- processes ---------------------------------------------------------------------------------
@@ -268,8 +277,11 @@ class ChaosStack:
         elif child is self.api:
             ready = self.api_ready
         else:
+            port = int(child.env["WORKER_METRICS_PORT"])
+
             async def ready() -> bool:
-                return "Worker ready" in child.log_since_start()
+                answer = await asyncio.to_thread(stack.worker_readiness, port)
+                return bool(answer and answer.get("ready"))
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not child.alive():
@@ -278,6 +290,18 @@ class ChaosStack:
                 return
             await asyncio.sleep(0.5)
         raise RuntimeError(f"{child.name} not ready after {timeout:.0f}s; see {child.log}")
+
+    async def settled(self, timeout: float = 120.0) -> None:
+        """Until every running worker answers /ready in one group generation (a rebalance is over)."""
+        deadline = time.monotonic() + timeout
+        answers: list[dict[str, Any] | None] = []
+        while time.monotonic() < deadline:
+            ports = [int(w.env["WORKER_METRICS_PORT"]) for w in self.workers if w.alive()]
+            answers = [await asyncio.to_thread(stack.worker_readiness, port) for port in ports]
+            if answers and all(a and a.get("ready") for a in answers) and len({a.get("generation") for a in answers if a}) == 1:
+                return
+            await asyncio.sleep(0.3)
+        raise RuntimeError(f"workers did not settle within {timeout:.0f}s: {answers}")
 
     async def up(self) -> None:
         t0 = time.monotonic()
@@ -658,6 +682,49 @@ class Chaos:
                     f"{len(self.sse.reloaded) - reloaded} final run(s) reloaded over REST at reconnection)")
         raise ValueError(fault)
 
+    async def at_request(self, fault: str, round_no: int) -> tuple[list[RunTruth], str]:
+        """Request the wave's runs and change the group at that very moment; return the wave and what was done.
+
+        - worker-join: one worker runs; the other starts as the runs are requested (the group rebalances
+          while the poller takes the commands).
+        - worker-leave: both run; one is stopped gracefully (SIGTERM) as the runs are requested.
+        - worker-kill-early: both run; one is killed -9 1-5 s after the request, restarted 2 s later.
+        - join-then-kill: worker-join, then the worker that was already there is killed -9 1-5 s later
+          and restarted 2 s after that: two rebalances back to back.
+        """
+        s = self.stack
+        rng = self.corpus.rng
+        joining, other = s.workers[round_no % 2], s.workers[(round_no + 1) % 2]
+        if fault in ("worker-join", "join-then-kill"):
+            joining.stop()
+            await s.settled()
+            start = asyncio.create_task(s.start(joining))
+            lead = rng.uniform(0, 6)  # a worker takes a few seconds to join: requests land before, during or after
+            await asyncio.sleep(lead)
+            wave = await self.request_runs()
+            await start
+            note = f"{joining.name} joining, {len(wave)} runs requested {lead:.1f}s after its start"
+            if fault == "join-then-kill":
+                delay = rng.uniform(1, 5)
+                await asyncio.sleep(delay)
+                other.kill9()
+                await asyncio.sleep(2)
+                await s.start(other)
+                note += f"; {other.name} killed -9 {delay:.1f}s later and restarted 2s after"
+            return wave, note
+        wave = await self.request_runs()
+        if fault == "worker-leave":
+            joining.stop()
+            return wave, f"{joining.name} stopped (SIGTERM) as {len(wave)} runs were requested"
+        if fault == "worker-kill-early":
+            delay = rng.uniform(1, 5)
+            await asyncio.sleep(delay)
+            joining.kill9()
+            await asyncio.sleep(2)
+            await s.start(joining)
+            return wave, f"{joining.name} killed -9 {delay:.1f}s after {len(wave)} runs were requested, restarted 2s later"
+        raise ValueError(fault)
+
     async def check(self, wave: list[RunTruth]) -> Verdict:
         ids = [run.run_id for run in wave]
         verdict = Verdict()
@@ -693,13 +760,17 @@ class Chaos:
         if self.wave > 1:
             self.corpus.mutate(self.plan.edit, self.plan.add, self.plan.remove)
         self.publish_feeds()
-        wave = await self.request_runs()
+        if fault in REBALANCE_FAULTS:
+            wave, note = await self.at_request(fault, round_no)
+            struck = time.monotonic()  # the last fault has landed
+        else:
+            wave = await self.request_runs()
+            when = await self.wait_in_flight(wave)
+            if when.startswith(("LATE", "no progress")):
+                self.problems.append(f"the fault did not land mid-import ({when}): make the feeds larger (--postings)")
+            struck = time.monotonic()
+            note = f"{await self.inject(fault, round_no)} {when}"
         ids = [run.run_id for run in wave]
-        when = await self.wait_in_flight(wave)
-        if when.startswith(("LATE", "no progress")):
-            self.problems.append(f"the fault did not land mid-import ({when}): make the feeds larger (--postings)")
-        struck = time.monotonic()
-        note = f"{await self.inject(fault, round_no)} {when}"
         deadline = struck + self.plan.run_timeout + 120  # a run past RUN_TIMEOUT_SECONDS is finalised within its reconcile tick
         while time.monotonic() < deadline:
             rows = await self.rows(ids)
@@ -721,6 +792,9 @@ class Chaos:
             if not child.alive():
                 await self.stack.start(child)
         recovery = final_at - struck if verdict.ok else None
+        if fault in REBALANCE_FAULTS and recovery is not None and recovery > REBALANCE_RECOVERY_SECONDS:
+            verdict.details.append(f"runs final {recovery:.1f}s after the last fault (limit {REBALANCE_RECOVERY_SECONDS:.0f}s)")
+            recovery = None
         expected = {k: sum(run.counts[k] for run in wave) for k in COUNTS[1:]}
         return Outcome(fault, round_no, verdict, recovery, note, expected)
 
@@ -814,6 +888,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", default=os.environ.get("CHAOS_QUICK") == "1",
                         help="CI size: 1 round, 6,000 postings, a 20 s store stop (also CHAOS_QUICK=1)")
+    parser.add_argument("--rebalance", action="store_true",
+                        help=f"the rebalance faults ({', '.join(REBALANCE_FAULTS)}) at the moment of the request, "
+                             "20 rounds (1 with --quick)")
     parser.add_argument("--rounds", type=int, help="rounds of every fault")
     parser.add_argument("--postings", type=int, help="total postings at the start (split over the feeds like the default)")
     parser.add_argument("--faults", help=f"comma-separated subset of {','.join(FAULTS)}")
@@ -821,7 +898,10 @@ def main() -> int:
     parser.add_argument("--deadline-minutes", type=float, help="global deadline of the run")
     parser.add_argument("--keep", action="store_true", help="keep the run's Kafka/FerretDB data even when it passes")
     args = parser.parse_args()
-    plan = QUICK if args.quick else FULL
+    if args.rebalance:
+        plan = REBALANCE_QUICK if args.quick else REBALANCE
+    else:
+        plan = QUICK if args.quick else FULL
     overrides: dict[str, Any] = {}
     if args.rounds:
         overrides["rounds"] = args.rounds
@@ -829,7 +909,7 @@ def main() -> int:
         scale = args.postings / sum(plan.sizes)
         overrides["sizes"] = tuple(max(50, round(size * scale)) for size in plan.sizes)
     if args.faults:
-        unknown = set(args.faults.split(",")) - set(FAULTS)
+        unknown = set(args.faults.split(",")) - set(FAULTS) - set(REBALANCE_FAULTS)
         if unknown:
             parser.error(f"unknown fault(s): {', '.join(sorted(unknown))}")
         overrides["faults"] = tuple(args.faults.split(","))
