@@ -70,6 +70,16 @@ class ParseFailed(Exception):
         self.waited = waited
 
 
+class PoolClosed(Exception):  # noqa: N818 - a signal, not a failure of the feed
+    """The worker is stopping and killed its parse processes: the parse was abandoned, not failed.
+
+    The caller records nothing about the run and leaves its command unacknowledged, so the worker
+    that owns the partition next runs it again. (Reported as a failed parse, a graceful stop, a
+    rolling deploy or a scale-down ended every run in flight as ``failed``, or ``partial`` with
+    what was published so far, and nothing imported the rest.)
+    """
+
+
 def frame(kind: bytes, body: bytes) -> bytes:
     if len(body) > MAX_FRAME_BYTES:
         raise ValueError(f"frame body too large: {len(body)} bytes")
@@ -257,6 +267,11 @@ class ParserPool:
         self._slots: asyncio.Semaphore | None = None  # made on first use, inside the running loop
         self._closed = False
 
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` began: the worker is stopping."""
+        return self._closed
+
     def pids(self) -> list[int]:
         """Process ids of the live parse processes (for tests and diagnostics)."""
         return sorted(child.process.pid for child in self._children if child.alive)
@@ -278,7 +293,7 @@ class ParserPool:
         """A parse of one feed in a child process (a feed of ``SPLIT_BYTES`` or more in two, when a second is
         free right now); a child is killed if its job does not end well."""
         if self._closed:
-            raise ParseFailed("parser pool is closed (worker stopping)")
+            raise PoolClosed("parser pool is closed (worker stopping)")
         if self._slots is None:
             self._slots = asyncio.Semaphore(self.processes)
         slots = self._slots
@@ -290,7 +305,7 @@ class ParserPool:
                 await held.enter_async_context(slots)
                 lanes += 1
             if self._closed:  # closed while this job waited for a free process
-                raise ParseFailed("parser pool is closed (worker stopping)")
+                raise PoolClosed("parser pool is closed (worker stopping)")
             jobs: list[ParseJob] = []
             try:
                 for lane in range(lanes):
@@ -302,7 +317,12 @@ class ParserPool:
                     await job.send(body, payload)
                 if lanes > 1:
                     logger.info("parsing in %d processes url=%s bytes=%d", lanes, source_url, len(payload))
-                yield jobs[0] if lanes == 1 else LanedParse(jobs)
+                try:
+                    yield jobs[0] if lanes == 1 else LanedParse(jobs)
+                except (ParseFailed, FeedError) as exc:
+                    if self._closed:  # its process was killed by close(): the worker is stopping
+                        raise PoolClosed(f"parse abandoned: the worker is stopping ({exc})") from exc
+                    raise
             finally:
                 for job in jobs:
                     await self._release(job, source_url)

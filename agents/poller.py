@@ -25,7 +25,7 @@ from pymongo.errors import DuplicateKeyError
 
 from agents import metrics
 from agents.fetch import FetchError, FetchResult, RefusedError, Validators, fetch_feed
-from agents.parsing import ParseFailed, ParserPool
+from agents.parsing import ParseFailed, ParserPool, PoolClosed
 from models.egress import EgressPolicy
 from models.envelopes import pack, postings_envelope
 from models.feed import FeedError
@@ -300,9 +300,23 @@ class Poller:
         return None
 
     async def poll(self, stream: StreamT[Any]) -> None:
-        """A few commands at a time run concurrently; each is acked only once its run is published."""
+        """A few commands at a time run concurrently; each is acked only once its run is published.
+
+        Held across a rebalance: the commands of the batch in progress, unacked until their runs are
+        published (Faust's revoke waits for them; each run is bounded by its fetch and parse
+        deadlines). A worker that stops abandons its runs in flight (``PoolClosed``): their commands
+        stay unacked and go to the partition's next owner, which repeats the run from its stored payload.
+        """
         async for events in batches(stream, COMMANDS_AT_ONCE, within=0.1):
             results = await asyncio.gather(*(self.run_import(event.value) for event in events), return_exceptions=True)
+            # Once the pool is closed, any error is the stop's doing (a killed parse, a closed store client).
+            abandoned = [event for event, result in zip(events, results, strict=True)
+                         if isinstance(result, PoolClosed) or (isinstance(result, Exception) and self.parsers.closed)]
+            if abandoned:
+                logger.warning("worker stopping: %d run(s) left to the next owner of their partitions run_ids=%s",
+                               len(abandoned), [event.value.get("runId") for event in abandoned])
+                await ack_all(stream, [event for event in events if event not in abandoned])
+                return
             for event, result in zip(events, results, strict=True):
                 if isinstance(result, Exception):
                     # A bug or an outage outlasting the retries: the run ends failed, the pipeline goes on.

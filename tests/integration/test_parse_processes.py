@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from agents import parsing
-from agents.parsing import LanedParse, ParseFailed, ParseJob, ParserPool
+from agents.parsing import LanedParse, ParseFailed, ParseJob, ParserPool, PoolClosed
 from models.feed import FeedError, ItemFailure, JobPosting, parse_feed
 from models.feedstream import LANE_ITEMS, Row, posting_row
 from models.postings import posting_json
@@ -164,12 +164,29 @@ async def test_the_pool_is_bounded_and_close_kills_every_child() -> None:
     await asyncio.sleep(0.5)
     pids = pool.pids()
     assert len(pids) == 2
-    await pool.close()  # while jobs are running: they fail, nothing is left behind
+    await pool.close()  # while jobs are running: they are abandoned (not failed), nothing is left behind
     results = await asyncio.gather(*tasks, return_exceptions=True)
-    assert all(isinstance(r, ParseFailed) for r in results), results
+    assert all(isinstance(r, PoolClosed) and not isinstance(r, ParseFailed) for r in results), results
     assert not any(running(pid) for pid in seen | set(pids))
-    with pytest.raises(ParseFailed, match="closed"):
+    with pytest.raises(PoolClosed, match="closed"):
         await collect(pool, big_feed(1))
+
+
+async def test_a_stop_signal_to_the_process_group_leaves_the_parse_to_the_worker() -> None:
+    """``make stop`` signals the worker's whole group: the parse process died first, and the run in flight
+    was recorded as a failed parse ("parser process died (exit code -15)") instead of going to the next worker."""
+    pool = ParserPool(processes=1, timeout_seconds=30.0, max_items=1_000_000)
+    try:
+        rows: list[Row] = []
+        async with pool.parse(big_feed(40_000), SRC, "") as job:
+            async for chunk in job:
+                if not rows:
+                    for sig in (signal.SIGTERM, signal.SIGINT):
+                        os.kill(pool.pids()[0], sig)
+                rows.extend(chunk)
+        assert len(rows) == 40_000 and job.summary is not None
+    finally:
+        await pool.close()
 
 
 async def test_a_big_feed_is_parsed_by_two_processes_and_its_rows_come_back_in_order(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from agents.fetch import FetchResult, Validators
-from agents.parsing import ParseFailed
+from agents.parsing import ParseFailed, PoolClosed
 from agents.poller import COMPRESS_SLICE, PUBLISH_AHEAD, Poller, compressed_within
 from models.feedstream import FeedSummary
 from streams.settings import Settings
@@ -166,3 +166,50 @@ def test_compression_of_a_payload_stops_once_it_passes_the_limit() -> None:
     noise = bytearray(random.Random(7).randbytes(3 * COMPRESS_SLICE))  # noqa: S311 - test data, not a secret
     assert compressed_within(noise, COMPRESS_SLICE // 2) is None
     noise.clear()  # the view on the buffer was released: it can be freed
+
+
+class StoppingParsers:
+    """A pool that is closed (the worker is stopping) while the second of two runs parses."""
+
+    closed = False
+
+    @contextlib.asynccontextmanager
+    async def parse(self, payload: bytes | bytearray, *_args: Any) -> AsyncIterator[FakeJob]:
+        if b"second" in bytes(payload):
+            self.closed = True
+            raise PoolClosed("parse abandoned: the worker is stopping")
+        yield FakeJob(1, None)
+
+
+class FakeStream:
+    """What ``poll`` uses of a Faust stream: ``noack_take`` batches and ``ack``."""
+
+    def __init__(self, events: list[Any]) -> None:
+        self.events = events
+        self.acked: list[Any] = []
+
+    async def noack_take(self, _size: int, within: float) -> AsyncIterator[list[Any]]:
+        yield list(self.events)
+
+    async def ack(self, event: Any) -> None:
+        self.acked.append(event)
+
+
+async def test_runs_abandoned_by_a_stopping_worker_are_neither_failed_nor_acked() -> None:
+    """Their commands go to the next owner of the partition, which runs them again from the stored payload."""
+    progress = AckedTopic()
+    topics = cast(Any, type("Topics", (), {"parsed": AckedTopic(), "progress": progress})())
+    poller = Poller(cast(Any, None), cast(Any, StoppingParsers()), topics, Settings.from_env({}))
+    bodies = {"r1": b"<rss>first</rss>", "r2": b"<rss>second</rss>"}
+
+    async def load_payload(command: dict[str, Any]) -> tuple[FetchResult, None]:
+        return FetchResult(200, bodies[command["runId"]], Validators(), 1), None
+
+    poller.load_payload = load_payload  # type: ignore[method-assign,assignment]
+    events = [type("Event", (), {"value": {"runId": run_id, "sourceUrl": f"https://x/{run_id}", "sourceName": "x",
+                                          "trigger": "manual", "requestedAt": "t"}})() for run_id in bodies]
+    stream = FakeStream(events)
+    await poller.poll(cast(Any, stream))
+    assert [event.value["runId"] for event in stream.acked] == ["r1"], "only the run that finished is acked"
+    kinds = [(event["runId"], event["type"]) for event in progress.sent if "type" in event]
+    assert ("r2", "failed") not in kinds and ("r1", "fetched") in kinds, kinds
