@@ -696,7 +696,7 @@ class Chaos:
         rng = self.corpus.rng
         joining, other = s.workers[round_no % 2], s.workers[(round_no + 1) % 2]
         if fault in ("worker-join", "join-then-kill"):
-            joining.stop()
+            await asyncio.to_thread(joining.stop)  # off the loop: the feed server must keep answering
             await s.settled()
             start = asyncio.create_task(s.start(joining))
             lead = rng.uniform(0, 6)  # a worker takes a few seconds to join: requests land before, during or after
@@ -714,7 +714,7 @@ class Chaos:
             return wave, note
         wave = await self.request_runs()
         if fault == "worker-leave":
-            joining.stop()
+            await asyncio.to_thread(joining.stop)
             return wave, f"{joining.name} stopped (SIGTERM) as {len(wave)} runs were requested"
         if fault == "worker-kill-early":
             delay = rng.uniform(1, 5)

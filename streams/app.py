@@ -17,6 +17,7 @@ import faust
 from faust.streams import _current_event
 from faust.types import EventT, StreamT, TopicT
 
+from streams import faust_fixes
 from streams.settings import Settings
 
 # SPEC §4 topics, plus ``jobs.upserts``: the dedupe agent's created/updated decisions waiting for
@@ -55,6 +56,7 @@ class Pipeline:
 
 
 def create_app(settings: Settings) -> faust.App:
+    faust_fixes.install()  # before the app makes its consumer: see streams/faust_fixes.py
     return faust.App(
         settings.app_id,
         broker=[f"kafka://{server.strip()}" for server in settings.kafka_bootstrap_servers.split(",")],

@@ -1,0 +1,71 @@
+"""Two corrections to faust-streaming's consumer that keep a rebalance from losing messages.
+
+Both were found by ``deploy/chaos.py --rebalance`` with ``DEVLOG=1`` (mode's developer log): after a
+worker was killed, stopped or joined while runs were requested, commands that no worker ever ran
+were logged as ``DROPPED MESSAGE ROFF 4`` by the worker that took their partition over, and the
+group's committed offset later moved past them. Pinned for faust-streaming 0.15 (setup.cfg); tests
+in ``tests/unit/test_faust_fixes.py`` fail on an unpatched consumer.
+
+1. **The read-offset guard drops messages it never delivered.** Faust's fetch loop skips a record
+   whose offset is below the partition's "read offset", to hide records it already handed to the
+   agents. But it advances that offset for records it *does not* hand over (the flow is suspended
+   during a rebalance, between the partitions' resume and the seek to their committed offsets), so
+   once the seek fetches them again they are below it and dropped. Nothing acks them: the run sat
+   ``pending`` until RUN_TIMEOUT_SECONDS failed it, and postings waited for a repair. With the guard
+   off, a record fetched twice across a seek can reach an agent twice; every agent is idempotent
+   under redelivery (the dedupe table and the runs table recognise (runId, seq), the sink upserts by
+   ``_id``), and Faust acks an offset once.
+
+2. **The commit may pass the message at the committed offset.** ``Consumer._new_offset`` refuses to
+   commit past a gap at the head of the acked offsets only when the first acked offset is *two* or
+   more beyond the committed one; but Kafka's committed offset is the next message to read, so acked
+   ``[5, 6]`` over committed ``4`` committed 7 while message 4 was still unacked (held by an agent,
+   or dropped as above). It must not commit until the message at the committed offset itself is acked.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from faust.transport.consumer import Consumer
+
+FAUST_VERSIONS = ">=0.11,<0.16"  # the range these corrections were read against (setup.cfg pins the same)
+
+
+class NoReadGuard(dict[Any, Any]):
+    """``Consumer._read_offset`` that never makes the fetch loop drop a record (correction 1).
+
+    The loop reads it through ``__getitem__`` (bound once at its start); ``None`` there means "no
+    guard" to Faust. Writes are kept, so ``perform_seek``, ``seek`` and the revoke's ``pop`` work as before.
+    """
+
+    def __getitem__(self, key: Any) -> None:
+        return None
+
+    def __missing__(self, key: Any) -> None:
+        return None
+
+
+_original_new_offset = Consumer._new_offset
+_original_init = Consumer.__init__
+
+
+def _new_offset(self: Consumer, tp: Any) -> int | None:
+    """Faust's ``_new_offset``, except that nothing is committed while the message at the committed offset is unacked."""
+    acked = self._acked[tp]
+    committed = self._committed_offset[tp]
+    if acked and committed is not None and not self._gap[tp] and min(acked) > committed:
+        return None
+    result: int | None = _original_new_offset(self, tp)
+    return result
+
+
+def _init(self: Consumer, *args: Any, **kwargs: Any) -> None:
+    _original_init(self, *args, **kwargs)
+    self._read_offset = NoReadGuard()
+
+
+def install() -> None:
+    """Apply both corrections to every Faust consumer created from now on (idempotent; ``create_app`` calls it)."""
+    Consumer._new_offset = _new_offset  # type: ignore[method-assign]
+    Consumer.__init__ = _init  # type: ignore[method-assign]

@@ -1,0 +1,63 @@
+"""The two corrections of streams/faust_fixes.py on a real faust-streaming consumer (no broker needed)."""
+
+from __future__ import annotations
+
+from importlib.metadata import version
+from typing import Any
+
+import pytest
+from faust.transport.consumer import Consumer
+from faust.types import TP
+from packaging.specifiers import SpecifierSet
+
+from streams import faust_fixes
+from streams.app import create_app
+from streams.settings import Settings
+
+PARTITION = TP("jobstream.commands", 2)
+
+
+@pytest.fixture
+def consumer() -> Any:
+    app = create_app(Settings.from_env({}))  # installs the corrections
+    return app.consumer
+
+
+def test_the_installed_faust_is_the_one_the_corrections_were_read_against() -> None:
+    assert version("faust-streaming") in SpecifierSet(faust_fixes.FAUST_VERSIONS)
+
+
+def test_the_fetch_loop_never_sees_a_read_offset_so_it_drops_nothing(consumer: Any) -> None:
+    """Faust's loop drops a record whose offset is below ``_read_offset[tp]``; it advanced that offset for
+    records it did not deliver (flow suspended), and dropped them when the seek fetched them again."""
+    assert isinstance(consumer._read_offset, faust_fixes.NoReadGuard)
+    consumer._read_offset[PARTITION] = 6  # what the loop writes after a record it held back
+    get = consumer._read_offset.__getitem__  # what the loop binds when it starts
+    assert get(PARTITION) is None and get(TP("other", 0)) is None
+    consumer._read_offset.update({PARTITION: 4})  # perform_seek, seek and revoke keep working
+    assert consumer._read_offset.pop(PARTITION) == 4
+
+
+def offsets(consumer: Any, committed: int | None, acked: list[int]) -> int | None:
+    consumer._committed_offset[PARTITION] = committed
+    consumer._acked[PARTITION] = list(acked)
+    consumer._acked_index[PARTITION] = set(acked)
+    return consumer._new_offset(PARTITION)  # type: ignore[no-any-return]
+
+
+def test_nothing_is_committed_while_the_message_at_the_committed_offset_is_unacked(consumer: Any) -> None:
+    assert offsets(consumer, 4, [5, 6]) is None  # Faust as shipped: 7, past the unacked message 4
+    assert offsets(consumer, 4, [4, 5, 6]) == 7
+    assert offsets(consumer, 4, [4, 5, 7]) == 6  # a gap further on still stops the commit there
+    assert offsets(consumer, None, [0, 1]) == 2  # nothing committed yet: from the first acked offset
+
+
+def test_faust_as_shipped_commits_past_the_unacked_message() -> None:
+    """Pins the behaviour the correction exists for: if Faust fixes it, this fails and the correction can go."""
+    app = create_app(Settings.from_env({}))
+    shipped = app.consumer
+    shipped._committed_offset[PARTITION] = 4
+    shipped._acked[PARTITION] = [5, 6]
+    shipped._acked_index[PARTITION] = {5, 6}
+    assert faust_fixes._original_new_offset(shipped, PARTITION) == 7
+    assert Consumer._new_offset is faust_fixes._new_offset
