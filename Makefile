@@ -51,9 +51,11 @@ bench: $(STAMP)
 bench-store: $(STAMP)
 	$(PY) deploy/bench_store.py
 
-## Fault injection on a stack of its own (ports, data in .state/chaos/): 3 rounds of 5 faults, 50,000 postings, <= 40 min.
+## Fault injection on a stack of its own (ports, data in .state/chaos/): 3 rounds of 5 faults, 50,000 postings, <= 40 min;
+## then the rebalance faults at the moment of the request (worker join, leave, kill -9, join then kill), 20 rounds each.
 chaos: $(STAMP)
 	$(PY) deploy/chaos.py
+	$(PY) deploy/chaos.py --rebalance
 
 clean: stop
 	rm -rf .state

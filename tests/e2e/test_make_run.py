@@ -27,6 +27,9 @@ from tests.support import ROOT, FeedServer, free_port, rss
 pytestmark = pytest.mark.e2e
 
 ITEMS = 120
+# Runs requested the moment `make run` returns (each a fresh start of the workers and the API); the
+# note of issue 20 has MAKE_RUN_REPEATS=20.
+REPEATS = int(os.environ.get("MAKE_RUN_REPEATS", "3"))
 MAKE_SECONDS = 420  # a cold Kafka start on 2 busy cores, then 2 workers joining
 
 
@@ -122,14 +125,7 @@ async def test_make_run_from_an_empty_state_imports_a_feed_through_the_api(
         requested = time.monotonic()
         runs = await request(session, "POST", f"{user_stack.api}/api/import/run", 202, json={"feeds": [url]})
         (run_id,) = [run["runId"] for run in runs["runs"]]
-        run: dict[str, Any] = {}
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            async with session.get(f"{user_stack.api}/api/import-logs/{run_id}") as response:
-                run = await response.json() if response.status == 200 else {}
-            if run.get("status") in {"completed", "partial", "failed"}:
-                break
-            await asyncio.sleep(0.2)
+        run = await final_run(session, user_stack.api, run_id, 90)
         import_seconds = time.monotonic() - requested
         health = await request(session, "GET", f"{user_stack.api}/health", 200)
     assert run.get("status") == "completed", (run, health)
@@ -148,11 +144,27 @@ async def test_make_run_from_an_empty_state_imports_a_feed_through_the_api(
     assert status.stdout.count("ready (") == 2, status.stdout
     print(f"make run from empty state: {up_seconds:.1f}s; run requested -> completed: {import_seconds:.1f}s")
 
+    # A run requested the moment `make run` returns completes: the start-up rebalance is over by then.
+    # (Issue 20: 11 of 22 runs requested 0.5 s before the second worker joined were never started.)
+    titles = [f"Job {i}" for i in range(ITEMS)]
+    for repeat in range(REPEATS):
+        await stop_app(user_stack)
+        titles[repeat % ITEMS] += " (edited)"
+        feed_server.put(url.rsplit("/", 1)[1], rss([{"guid": f"g{i}", "title": t} for i, t in enumerate(titles)]))
+        started = time.monotonic()
+        result = await asyncio.to_thread(user_stack.make, "run")
+        assert result.returncode == 0, result.stdout + result.stderr
+        async with aiohttp.ClientSession() as session:
+            runs = await request(session, "POST", f"{user_stack.api}/api/import/run", 202, json={"feeds": [url]})
+            (run_id,) = [run["runId"] for run in runs["runs"]]
+            run = await final_run(session, user_stack.api, run_id, 90)
+        assert (run.get("status"), run.get("totalFetched"), run.get("updatedJobs"), run.get("unchangedJobs")) == (
+            "completed", ITEMS, 1, ITEMS - 1), (repeat, run)
+        print(f"repeat {repeat + 1}/{REPEATS}: make run {time.monotonic() - started:.1f}s to a completed run")
+
     # A worker killed right after it starts fails `make run`, naming it with its log tail.
-    for pid in [*workers.values(), *user_stack.pids("api").values()]:
-        os.kill(pid, signal.SIGTERM)
-    for pid in [*workers.values(), *user_stack.pids("api").values()]:
-        await wait_gone(pid)
+    workers = user_stack.pids("worker-")
+    await stop_app(user_stack)
     dead = await asyncio.to_thread(user_stack.make, "status", 60)
     assert dead.returncode != 0 and dead.stdout.count("DEAD (pid") == 3, dead.stdout
     victim = user_stack.state / "worker-1.pid"
@@ -173,6 +185,29 @@ async def test_make_run_from_an_empty_state_imports_a_feed_through_the_api(
     assert f"worker-1 exited with code {-signal.SIGKILL} during start-up; last lines of " in output, output
     assert survivor not in workers.values() and not alive(survivor), "the other worker was left running"
     assert not user_stack.pids("worker-"), "pid files of stopped workers were left"
+
+
+async def final_run(session: aiohttp.ClientSession, api: str, run_id: str, timeout: float) -> dict[str, Any]:
+    """The run's import_logs row once it is final (or the last one seen at the deadline)."""
+    run: dict[str, Any] = {}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        async with session.get(f"{api}/api/import-logs/{run_id}") as response:
+            run = await response.json() if response.status == 200 else {}
+        if run.get("status") in {"completed", "partial", "failed"}:
+            break
+        await asyncio.sleep(0.2)
+    return run
+
+
+async def stop_app(stack: UserStack) -> None:
+    """SIGTERM the workers and the API (Kafka and the store stay up), and wait until they are gone."""
+    pids = [*stack.pids("worker-").values(), *stack.pids("api").values()]
+    for pid in pids:
+        if alive(pid):
+            os.kill(pid, signal.SIGTERM)
+    for pid in pids:
+        await wait_gone(pid)
 
 
 async def wait_gone(pid: int, timeout: float = 60.0) -> None:
