@@ -126,6 +126,10 @@ class Dedupe:
         metrics.count_items(counts)
 
     async def run(self, stream: StreamT[Any]) -> None:
+        """Held across a rebalance: one batch of envelopes, unacked until its upserts and outcomes are in the
+        broker. Faust's revoke waits for it; ``handle`` awaits only the producer, which a rebalance does not
+        pause, so that wait ends. A batch cut by a crash is redelivered, and the table (written through its
+        changelog before the ack) gives each redelivered posting its first outcome again."""
         async for events in batches(stream, max(1, self.settings.batch_size // 50), within=min(self.settings.batch_window_seconds, 0.5)):
             await self.handle(events)
             await ack_all(stream, events)

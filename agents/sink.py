@@ -191,6 +191,11 @@ class Sink:
         metrics.count_items(counts)
 
     async def run(self, stream: StreamT[Any]) -> None:
+        """Held across a rebalance: one batch of change events, unacked until MongoDB has it and its
+        ``jobs.changes`` and outcomes are in the broker. Faust's revoke waits for it: within a write's
+        deadline while the store answers, and for as long as the store is away (Faust has no way to
+        hand a batch back unacked; acking it unwritten would lose it). Redelivery is safe: writes are
+        by ``_id`` with the version guard, and the stats fold counts each (run, seq) once."""
         async for events in batches(stream, max(1, self.settings.batch_size // 10), within=self.settings.batch_window_seconds):
             await self.handle([change for event in events for change in event.value["items"]])
             await ack_all(stream, events)

@@ -127,6 +127,10 @@ class Stats:
         return state
 
     async def run(self, stream: StreamT[Any]) -> None:
+        """Held across a rebalance: one batch of progress events, unacked until the runs table has them and
+        their ``import_logs`` rows and ``import.logs`` snapshots are written (the projection waits while
+        MongoDB is away, as the sink does). Redelivered events fold to the same state: the fold counts
+        each item sequence number once, and a finished row is never replaced."""
         async for events in batches(stream, 1000, within=0.25):
             by_run: dict[str, list[JsonEvent]] = {}
             for event in events:
