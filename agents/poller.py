@@ -115,10 +115,12 @@ class Poller:
             fetched, kept = await self.load_payload(command)
         except RefusedError as exc:
             logger.warning("run refused run_id=%s url=%s", run_id, url)
+            await self.validators_after(run_id, url, None)
             await self.progress(run_id, {"type": "failed", "error": str(exc)})  # nothing about the target's state
             return
         except FetchError as exc:
             logger.warning("run failed run_id=%s url=%s error=%s", run_id, url, exc)
+            await self.validators_after(run_id, url, None)
             await self.progress(run_id, {"type": "failed", "error": f"fetch failed: {exc}", "meta": {"httpStatus": exc.http_status}})
             return
         meta: dict[str, Any] = {"httpStatus": fetched.http_status, "bytes": len(fetched.body), "notModified": fetched.not_modified,
@@ -133,6 +135,7 @@ class Poller:
                 summary, handed_out, waited = await self.parse_and_publish(command, first.payload, None)
         except FeedError as exc:  # the document as a whole is unusable: nothing was published
             logger.warning("run failed run_id=%s url=%s error=%s", run_id, url, exc)
+            await self.validators_after(run_id, url, None)
             await self.progress(run_id, {"type": "failed", "error": str(exc), "meta": meta})
             return
         except ParseFailed as exc:
@@ -140,8 +143,11 @@ class Poller:
             metrics.PARSE_SECONDS.observe(waited)
             if not handed_out:
                 logger.warning("run failed run_id=%s url=%s error=%s", run_id, url, exc)
+                await self.validators_after(run_id, url, None)
                 await self.progress(run_id, {"type": "failed", "error": str(exc), "meta": {**meta, "parseSeconds": round(waited, 3)}})
                 return
+        # Every item is published unless the parse stopped early: only then may the next run get a 304.
+        await self.validators_after(run_id, url, fetched.validators if summary.stopped is None else None)
         # parseSeconds: the time the worker waited for the parser (publishing the chunks not included).
         meta = {**meta, "feedKind": summary.kind, "feedTitle": summary.title, "parseSeconds": round(waited, 3)}
         event: dict[str, Any] = {"type": "fetched", "totalFetched": handed_out, "failures": [], "meta": meta}
@@ -237,7 +243,7 @@ class Poller:
             return None
         logger.info("replaying stored payload run_id=%s", run_id)
         body = await asyncio.get_running_loop().run_in_executor(None, zlib.decompress, stored["payload"])
-        return FetchResult(int(stored["httpStatus"]), body, Validators(), 0)
+        return FetchResult(int(stored["httpStatus"]), body, Validators(stored.get("etag"), stored.get("lastModified")), 0)
 
     async def load_payload(self, command: dict[str, Any]) -> tuple[FetchResult, asyncio.Future[bytes | None] | None]:
         """The stored payload of a replayed run, else a fresh conditional fetch and the task that keeps it.
@@ -269,6 +275,25 @@ class Poller:
             return result, None
         return result, asyncio.ensure_future(self.keep_payload(run_id, url, result))
 
+    async def validators_after(self, run_id: str, url: str, validators: Validators | None) -> None:
+        """Remember the feed's ETag/Last-Modified once a run published every item; forget them after any other ending.
+
+        Saved at fetch time, a run that then failed (a truncated body, a parse deadline, a killed parser)
+        made the next request conditional: the server answered 304, the run ended "completed, 0 items",
+        and the feed's postings were never imported until it changed upstream. Only a run whose payload
+        is stored keeps them: a redelivered command must replay that payload, never meet a 304.
+        """
+        if validators is not None and (validators.etag is not None or validators.last_modified is not None):
+            stored = await until_reachable(partial(self.store.raw_feeds.find_one, {"_id": run_id}, {"_id": 1}), f"run {run_id}")
+            validators = validators if stored is not None else None
+        if validators is None or (validators.etag is None and validators.last_modified is None):
+            await until_reachable(partial(self.store.write, partial(self.store.fetch_state.delete_one, {"sourceUrl": url})),
+                                  f"fetch state of {url}")
+            return
+        fields = {"etag": validators.etag, "lastModified": validators.last_modified, "updatedAt": self.now()}
+        await until_reachable(partial(self.store.write, partial(self.store.fetch_state.update_one, {"sourceUrl": url},
+                                                               {"$set": fields}, upsert=True)), f"fetch state of {url}")
+
     async def keep_payload(self, run_id: str, url: str, result: FetchResult) -> bytes | None:
         """Store a fresh payload under the run (then the feed's validators); return the payload another
         delivery of the command stored first, if one did, else None."""
@@ -283,7 +308,8 @@ class Poller:
                            len(result.body), MAX_RAW_STORED)
             return None
         raw = {"_id": run_id, "runId": run_id, "sourceUrl": url, "fetchedAt": self.now(), "httpStatus": result.http_status,
-               "bytes": len(result.body), "encoding": "zlib", "payload": Binary(compressed)}
+               "bytes": len(result.body), "encoding": "zlib", "payload": Binary(compressed),
+               "etag": result.validators.etag, "lastModified": result.validators.last_modified}
         try:
             await until_reachable(partial(self.store.write, partial(self.store.raw_feeds.insert_one, raw)), f"run {run_id}")
         except DuplicateKeyError:
@@ -292,10 +318,7 @@ class Poller:
             first = await self.stored_payload(run_id)
             if first is not None:
                 return bytes(first.body)
-        # Validators are remembered only after the payload is safe, so a crash cannot turn into a 304.
-        validators = {"etag": result.validators.etag, "lastModified": result.validators.last_modified, "updatedAt": self.now()}
-        await until_reachable(partial(self.store.write, partial(self.store.fetch_state.update_one, {"sourceUrl": url},
-                                                           {"$set": validators}, upsert=True)), f"run {run_id}")
+        # The validators go to fetch_state only once every item is published (``validators_after``).
         logger.info("payload kept run_id=%s compressed_bytes=%d keep_s=%.2f", run_id, len(compressed), time.perf_counter() - started)
         return None
 
@@ -323,6 +346,7 @@ class Poller:
                     logger.error("run crashed run_id=%s error=%r", event.value.get("runId"), result, exc_info=result)
                     # The details are in the worker log; import_logs is public and gets no exception repr.
                     await self.progress(event.value["runId"], {"type": "failed", "error": "internal error (see the worker log)"})
+                    await self.validators_after(event.value["runId"], event.value["sourceUrl"], None)
             await ack_all(stream, events)
 
 

@@ -1,4 +1,4 @@
-"""Two corrections to faust-streaming's consumer that keep a rebalance from losing messages.
+"""Three corrections to faust-streaming's consumer that keep a rebalance from losing messages.
 
 Both were found by ``deploy/chaos.py --rebalance`` with ``DEVLOG=1`` (mode's developer log): after a
 worker was killed, stopped or joined while runs were requested, commands that no worker ever ran
@@ -21,6 +21,15 @@ in ``tests/unit/test_faust_fixes.py`` fail on an unpatched consumer.
    more beyond the committed one; but Kafka's committed offset is the next message to read, so acked
    ``[5, 6]`` over committed ``4`` committed 7 while message 4 was still unacked (held by an agent,
    or dropped as above). It must not commit until the message at the committed offset itself is acked.
+
+3. **A partition with nothing committed is not sought back.** A record taken from an agent's queue
+   while the flow is suspended, or from an older group generation, is skipped unacked: it is to be
+   read again from the committed offset when the rebalance seeks there. But aiokafka seeks only to
+   positive committed offsets, so a partition with none yet (offset 0 or nothing: the first minutes
+   of a topic) kept its fetch position past the skipped records, and nothing read them again: two of
+   16 commands requested as a worker joined never ran. Such partitions are now sought to their
+   earliest offset, where the group starts anyway (``auto_offset_reset=earliest``). Changelogs are
+   left alone (recovery positions them).
 """
 
 from __future__ import annotations
@@ -65,7 +74,28 @@ def _init(self: Consumer, *args: Any, **kwargs: Any) -> None:
     self._read_offset = NoReadGuard()
 
 
+_original_perform_seek = Consumer.perform_seek
+
+
+def unsought(consumer: Any) -> list[Any]:
+    """Assigned stream partitions that ``perform_seek`` left where they were: nothing (or 0) committed."""
+    return sorted((tp for tp in consumer.assignment()
+                   if not consumer._is_changelog_tp(tp) and not consumer._committed_offset.get(tp)),
+                  key=lambda tp: (tp.topic, tp.partition))
+
+
+async def _perform_seek(self: Consumer) -> None:
+    """Faust's seek to the committed offsets, then the partitions with none to their earliest offset (correction 3)."""
+    await _original_perform_seek(self)
+    partitions = unsought(self)
+    if partitions:
+        earliest = await self.earliest_offsets(*partitions)
+        for tp in partitions:
+            await self._seek(tp, earliest[tp])
+
+
 def install() -> None:
-    """Apply both corrections to every Faust consumer created from now on (idempotent; ``create_app`` calls it)."""
+    """Apply the corrections to every Faust consumer (idempotent; ``create_app`` calls it before the app's consumer exists)."""
     Consumer._new_offset = _new_offset  # type: ignore[method-assign]
     Consumer.__init__ = _init  # type: ignore[method-assign]
+    Consumer.perform_seek = _perform_seek  # type: ignore[method-assign]

@@ -1,9 +1,9 @@
-"""The two corrections of streams/faust_fixes.py on a real faust-streaming consumer (no broker needed)."""
+"""The corrections of streams/faust_fixes.py on a real faust-streaming consumer (no broker needed)."""
 
 from __future__ import annotations
 
 from importlib.metadata import version
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from faust.transport.consumer import Consumer
@@ -61,3 +61,37 @@ def test_faust_as_shipped_commits_past_the_unacked_message() -> None:
     shipped._acked_index[PARTITION] = {5, 6}
     assert faust_fixes._original_new_offset(shipped, PARTITION) == 7
     assert Consumer._new_offset is faust_fixes._new_offset
+
+
+class SeekingConsumer:
+    """What ``_perform_seek`` uses of a consumer, recording the seeks it makes."""
+
+    def __init__(self, committed: dict[TP, int | None]) -> None:
+        self._committed_offset = dict(committed)
+        self.sought: dict[TP, int] = {}
+
+    def assignment(self) -> set[TP]:
+        return {*self._committed_offset, TP("app-dedupe-changelog", 0)}
+
+    def _is_changelog_tp(self, tp: TP) -> bool:
+        return tp.topic.endswith("-changelog")
+
+    async def earliest_offsets(self, *partitions: TP) -> dict[TP, int]:
+        return {tp: 3 for tp in partitions}  # the log starts at 3 (retention removed 0-2)
+
+    async def _seek(self, tp: TP, offset: int) -> None:
+        self.sought[tp] = offset
+
+
+async def test_partitions_with_nothing_committed_are_sought_to_their_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    """aiokafka seeks only to positive committed offsets: records skipped during a rebalance on a partition
+    with none were never read again (two of 16 commands requested as a worker joined never ran)."""
+    async def faust_seek(_consumer: Any) -> None:  # Faust's own part: seeks the positive committed offsets
+        return None
+
+    monkeypatch.setattr(faust_fixes, "_original_perform_seek", faust_seek)
+    fresh, zero, used = TP("jobstream.commands", 0), TP("jobstream.commands", 1), TP("jobstream.commands", 2)
+    consumer = SeekingConsumer({fresh: None, zero: 0, used: 17})
+    await faust_fixes._perform_seek(cast(Any, consumer))
+    assert consumer.sought == {fresh: 3, zero: 3}  # not the one with a commit, not the changelog
+    assert Consumer.perform_seek is faust_fixes._perform_seek

@@ -19,6 +19,31 @@ from models.feedstream import FeedSummary
 from streams.settings import Settings
 
 
+class FakeCollection:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any]] = []
+
+    async def find_one(self, query: dict[str, Any], *_args: Any) -> dict[str, Any]:
+        return {"_id": query["_id"]}  # every payload is stored
+
+    async def update_one(self, query: dict[str, Any], update: dict[str, Any], upsert: bool = False) -> None:
+        self.calls.append(("update", query))
+
+    async def delete_one(self, query: dict[str, Any]) -> None:
+        self.calls.append(("delete", query))
+
+
+class FakeStore:
+    """The store calls the poller makes around a run: raw_feeds read, fetch_state kept or forgotten."""
+
+    def __init__(self) -> None:
+        self.raw_feeds = FakeCollection()
+        self.fetch_state = FakeCollection()
+
+    async def write(self, command: Any) -> Any:
+        return await command()
+
+
 class FakeTopic:
     """Records sends; each returns a future the test resolves (the broker's acknowledgement)."""
 
@@ -121,7 +146,7 @@ class RecordingParsers:
 def acked_poller(parsers: RecordingParsers) -> tuple[Poller, AckedTopic]:
     parsed = AckedTopic()
     topics = cast(Any, type("Topics", (), {"parsed": parsed, "progress": AckedTopic()})())
-    return Poller(cast(Any, None), cast(Any, parsers), topics, Settings.from_env({})), parsed
+    return Poller(cast(Any, FakeStore()), cast(Any, parsers), topics, Settings.from_env({})), parsed
 
 
 async def test_the_parse_starts_while_the_payload_is_kept_but_nothing_is_published_before() -> None:
@@ -199,7 +224,7 @@ async def test_runs_abandoned_by_a_stopping_worker_are_neither_failed_nor_acked(
     """Their commands go to the next owner of the partition, which runs them again from the stored payload."""
     progress = AckedTopic()
     topics = cast(Any, type("Topics", (), {"parsed": AckedTopic(), "progress": progress})())
-    poller = Poller(cast(Any, None), cast(Any, StoppingParsers()), topics, Settings.from_env({}))
+    poller = Poller(cast(Any, FakeStore()), cast(Any, StoppingParsers()), topics, Settings.from_env({}))
     bodies = {"r1": b"<rss>first</rss>", "r2": b"<rss>second</rss>"}
 
     async def load_payload(command: dict[str, Any]) -> tuple[FetchResult, None]:
