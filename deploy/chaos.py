@@ -705,11 +705,7 @@ class Chaos:
             await start
             note = f"{joining.name} joining, {len(wave)} runs requested {lead:.1f}s after its start"
             if fault == "join-then-kill":
-                delay = rng.uniform(1, 5)
-                await asyncio.sleep(delay)
-                other.kill9()
-                await asyncio.sleep(2)
-                await s.start(other)
+                delay = await self.kill_soon(other)
                 note += f"; {other.name} killed -9 {delay:.1f}s later and restarted 2s after"
             return wave, note
         wave = await self.request_runs()
@@ -717,13 +713,18 @@ class Chaos:
             await asyncio.to_thread(joining.stop)
             return wave, f"{joining.name} stopped (SIGTERM) as {len(wave)} runs were requested"
         if fault == "worker-kill-early":
-            delay = rng.uniform(1, 5)
-            await asyncio.sleep(delay)
-            joining.kill9()
-            await asyncio.sleep(2)
-            await s.start(joining)
+            delay = await self.kill_soon(joining)
             return wave, f"{joining.name} killed -9 {delay:.1f}s after {len(wave)} runs were requested, restarted 2s later"
         raise ValueError(fault)
+
+    async def kill_soon(self, victim: Child) -> float:
+        """Kill -9 ``victim`` 1-5 s from now and restart it 2 s after that; return the delay."""
+        delay = self.corpus.rng.uniform(1, 5)
+        await asyncio.sleep(delay)
+        victim.kill9()
+        await asyncio.sleep(2)
+        await self.stack.start(victim)
+        return delay
 
     async def check(self, wave: list[RunTruth]) -> Verdict:
         ids = [run.run_id for run in wave]
