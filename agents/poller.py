@@ -31,6 +31,7 @@ from models.envelopes import pack, postings_envelope
 from models.feed import FeedError
 from models.feedstream import FeedSummary, Row, tail_failure
 from models.runs import compact_failures, iso, outcomes_event, utc_now
+from streams import faust_fixes
 from streams.app import Pipeline, Topics, ack_all, batches
 from streams.settings import Settings
 from streams.store import Store, until_reachable
@@ -339,6 +340,8 @@ class Poller:
                 logger.warning("worker stopping: %d run(s) left to the next owner of their partitions run_ids=%s",
                                len(abandoned), [event.value.get("runId") for event in abandoned])
                 await ack_all(stream, [event for event in events if event not in abandoned])
+                # This agent acks nothing more: the stop must not wait for the commands it holds.
+                faust_fixes.release(stream.app.consumer, self.topics.commands.get_topic_name())
                 return
             for event, result in zip(events, results, strict=True):
                 if isinstance(result, Exception):

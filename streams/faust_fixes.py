@@ -94,6 +94,21 @@ async def _perform_seek(self: Consumer) -> None:
             await self._seek(tp, earliest[tp])
 
 
+def release(consumer: Any, topic: str) -> int:
+    """Hand every unacked message of ``topic`` back: Faust stops waiting for them, their offsets stay uncommitted.
+
+    A stopping worker waits (``wait_empty``) for every message an agent has taken to be acked. The
+    poller, once it abandons its runs to the partitions' next owner, acks nothing more, and the
+    commands it held (in its batch, or taken into its stream's buffer) kept the stop waiting until
+    SIGKILL. Faust has no public way to give a message back, so they leave the consumer's unacked
+    set; returns how many did.
+    """
+    held = [message for message in list(consumer._unacked_messages) if message.topic == topic and not message.acked]
+    for message in held:
+        consumer._unacked_messages.discard(message)
+    return len(held)
+
+
 def install() -> None:
     """Apply the corrections to every Faust consumer (idempotent; ``create_app`` calls it before the app's consumer exists)."""
     Consumer._new_offset = _new_offset  # type: ignore[method-assign]

@@ -95,3 +95,16 @@ async def test_partitions_with_nothing_committed_are_sought_to_their_start(monke
     await faust_fixes._perform_seek(cast(Any, consumer))
     assert consumer.sought == {fresh: 3, zero: 3}  # not the one with a commit, not the changelog
     assert Consumer.perform_seek is faust_fixes._perform_seek
+
+
+def test_released_messages_are_no_longer_waited_for_and_never_committed(consumer: Any) -> None:
+    """A stopping worker's wait_empty waited (until SIGKILL) for the commands its poller abandoned."""
+    def message(topic: str, offset: int) -> Any:
+        return type("Message", (), {"tp": TP(topic, 2), "topic": topic, "offset": offset, "acked": False})()
+
+    held, other = message(PARTITION.topic, 4), message("jobstream.jobs.parsed", 9)
+    consumer._unacked_messages.update({held, other})
+    assert faust_fixes.release(consumer, PARTITION.topic) == 1
+    assert held not in consumer._unacked_messages and not held.acked
+    assert other in consumer._unacked_messages, "other agents' messages are still theirs to ack"
+    assert offsets(consumer, 4, []) is None  # nothing acked: nothing to commit

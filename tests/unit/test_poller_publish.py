@@ -206,12 +206,20 @@ class StoppingParsers:
         yield FakeJob(1, None)
 
 
+class Held:
+    """A Faust message as ``faust_fixes.release`` sees it."""
+
+    def __init__(self, offset: int) -> None:
+        self.topic, self.offset, self.acked = "jobstream.commands", offset, False
+
+
 class FakeStream:
-    """What ``poll`` uses of a Faust stream: ``noack_take`` batches and ``ack``."""
+    """What ``poll`` uses of a Faust stream: ``noack_take`` batches, ``ack``, and the consumer's unacked set."""
 
     def __init__(self, events: list[Any]) -> None:
         self.events = events
         self.acked: list[Any] = []
+        self.app = type("App", (), {"consumer": type("Consumer", (), {"_unacked_messages": {e.message for e in events}})()})()
 
     async def noack_take(self, _size: int, within: float) -> AsyncIterator[list[Any]]:
         yield list(self.events)
@@ -223,7 +231,8 @@ class FakeStream:
 async def test_runs_abandoned_by_a_stopping_worker_are_neither_failed_nor_acked() -> None:
     """Their commands go to the next owner of the partition, which runs them again from the stored payload."""
     progress = AckedTopic()
-    topics = cast(Any, type("Topics", (), {"parsed": AckedTopic(), "progress": progress})())
+    commands = type("Topic", (), {"get_topic_name": lambda self: "jobstream.commands"})()
+    topics = cast(Any, type("Topics", (), {"parsed": AckedTopic(), "progress": progress, "commands": commands})())
     poller = Poller(cast(Any, FakeStore()), cast(Any, StoppingParsers()), topics, Settings.from_env({}))
     bodies = {"r1": b"<rss>first</rss>", "r2": b"<rss>second</rss>"}
 
@@ -232,9 +241,11 @@ async def test_runs_abandoned_by_a_stopping_worker_are_neither_failed_nor_acked(
 
     poller.load_payload = load_payload  # type: ignore[method-assign,assignment]
     events = [type("Event", (), {"value": {"runId": run_id, "sourceUrl": f"https://x/{run_id}", "sourceName": "x",
-                                          "trigger": "manual", "requestedAt": "t"}})() for run_id in bodies]
+                                          "trigger": "manual", "requestedAt": "t"}, "message": Held(n)})()
+              for n, run_id in enumerate(bodies)]
     stream = FakeStream(events)
     await poller.poll(cast(Any, stream))
     assert [event.value["runId"] for event in stream.acked] == ["r1"], "only the run that finished is acked"
+    assert not any(m.offset == 1 for m in stream.app.consumer._unacked_messages), "the stop does not wait for it"
     kinds = [(event["runId"], event["type"]) for event in progress.sent if "type" in event]
     assert ("r2", "failed") not in kinds and ("r1", "fetched") in kinds, kinds
