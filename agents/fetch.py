@@ -21,6 +21,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
 from models.egress import REFUSED, EgressPolicy
+from models.text import printable
 
 logger = logging.getLogger(__name__)
 
@@ -195,7 +196,8 @@ async def _read(response: aiohttp.ClientResponse, max_bytes: int, attempt: int) 
     if response.status == 304:
         return FetchResult(304, b"", _validators(response), attempt)
     if response.status >= 400:
-        raise FetchError(f"HTTP {response.status} {response.reason or ''}".strip(), response.status)
+        # The reason phrase is the server's text: no control characters into logs and import_logs.
+        raise FetchError(f"HTTP {response.status} {printable(response.reason or '', 100)}".strip(), response.status)
     declared = response.content_length
     if declared is not None and declared > max_bytes and "gzip" not in response.headers.get("Content-Encoding", ""):
         raise FetchError(f"feed larger than MAX_FEED_BYTES ({declared} > {max_bytes} bytes)", response.status)

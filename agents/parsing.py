@@ -36,6 +36,7 @@ from typing import BinaryIO, TypeVar
 
 from models.feed import FeedError
 from models.feedstream import FeedSummary, LaneMerge, Row, decode_chunk, decode_summary
+from models.text import printable
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -202,7 +203,7 @@ class ParseJob:
                     raise ParseFailed(message, self.handed_out, self.waited)
                 raise FeedError(message)
             else:
-                logger.error("parse process error: %s", body[:2000].decode("utf-8", "replace"))
+                logger.error("parse process error: %s", printable(body[:2000].decode("utf-8", "replace"), 2000))
                 raise ParseFailed("parser failed (internal error, see the worker log)", self.handed_out, self.waited)
 
 

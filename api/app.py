@@ -254,7 +254,11 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     token = request.app[SETTINGS].api_token
     if token and request.method in MUTATING:
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+        try:
+            offered = given.strip().encode()
+        except UnicodeEncodeError:  # bytes that are not UTF-8 (kept as surrogates): a wrong token, not a 500
+            offered = b""
+        if scheme.lower() != "bearer" or not offered or not hmac.compare_digest(offered, token.encode()):
             raise ApiError(401, "missing or wrong bearer token (Authorization: Bearer <API_TOKEN>)",
                            {"WWW-Authenticate": 'Bearer realm="jobstream"'})
         request[TOKEN_HOLDER] = True

@@ -9,6 +9,8 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from models.text import LINE_BREAKING_CATEGORIES, UNPRINTABLE_CATEGORIES
+
 
 class RegistryError(ValueError):
     """The feeds file or a feed entry is invalid; the message says which entry and why."""
@@ -22,11 +24,7 @@ class FeedEntry:
 
 
 MAX_URL_LENGTH = 2000
-# Control characters (C0, DEL, C1), invisible format characters (bidi overrides, zero-width) and the
-# Unicode line/paragraph separators: none belongs in a URL, and each could forge or hide a log line.
-_UNPRINTABLE_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp"})
-# Names are free text (emoji sequences use zero-width joiners): only what breaks a line or reorders it is refused.
-_LINE_BREAKING_CATEGORIES = frozenset({"Cc", "Zl", "Zp"})
+# What may not stand in a URL or a name: models/text.py (lone surrogates included: the store could not encode them).
 _BIDI_CONTROLS = frozenset("\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 MAX_NAME_LENGTH = 200
 
@@ -41,7 +39,7 @@ def validate_url(url: object) -> str:
     url = url.strip()
     if len(url) > MAX_URL_LENGTH:
         raise RegistryError(f"feed url must be at most {MAX_URL_LENGTH} characters, got {len(url)}")
-    if any(unicodedata.category(char) in _UNPRINTABLE_CATEGORIES for char in url):
+    if any(unicodedata.category(char) in UNPRINTABLE_CATEGORIES for char in url):
         raise RegistryError(f"feed url must not contain control or invisible characters, got {url!r}")
     try:
         parts = urlsplit(url)
@@ -76,7 +74,7 @@ def validate_name(name: object) -> str:
     name = name.strip()
     if len(name) > MAX_NAME_LENGTH:
         raise RegistryError(f"feed name must be at most {MAX_NAME_LENGTH} characters, got {len(name)}")
-    if any(unicodedata.category(char) in _LINE_BREAKING_CATEGORIES or char in _BIDI_CONTROLS for char in name):
+    if any(unicodedata.category(char) in LINE_BREAKING_CATEGORIES or char in _BIDI_CONTROLS for char in name):
         raise RegistryError(f"feed name must not contain control characters, got {name!r}")
     return name
 

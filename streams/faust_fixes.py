@@ -34,9 +34,12 @@ in ``tests/unit/test_faust_fixes.py`` fail on an unpatched consumer.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from faust.transport.consumer import Consumer
+
+logger = logging.getLogger(__name__)
 
 FAUST_VERSIONS = ">=0.11,<0.16"  # the range these corrections were read against (setup.cfg pins the same)
 
@@ -77,11 +80,15 @@ def _init(self: Consumer, *args: Any, **kwargs: Any) -> None:
 _original_perform_seek = Consumer.perform_seek
 
 
-def unsought(consumer: Any) -> list[Any]:
-    """Assigned stream partitions that ``perform_seek`` left where they were: nothing (or 0) committed."""
-    return sorted((tp for tp in consumer.assignment()
-                   if not consumer._is_changelog_tp(tp) and not consumer._committed_offset.get(tp)),
+def stream_partitions(consumer: Any) -> list[Any]:
+    """Assigned partitions the agents read (not table changelogs), in a stable order."""
+    return sorted((tp for tp in consumer.assignment() if not consumer._is_changelog_tp(tp)),
                   key=lambda tp: (tp.topic, tp.partition))
+
+
+def unsought(consumer: Any) -> list[Any]:
+    """Stream partitions that ``perform_seek`` left where they were: nothing (or 0) committed."""
+    return [tp for tp in stream_partitions(consumer) if not consumer._committed_offset.get(tp)]
 
 
 async def _perform_seek(self: Consumer) -> None:
@@ -107,6 +114,47 @@ def release(consumer: Any, topic: str) -> int:
     for message in held:
         consumer._unacked_messages.discard(message)
     return len(held)
+
+
+class SkippedWatch:
+    """Finds partitions whose reading went past a message that no agent holds or acked, and reads them again.
+
+    The last safety net of the three corrections above: a record Faust took and then neither
+    delivered nor sought back to (a skip at a rebalance edge) leaves its partition's commit stuck
+    at its offset, and the run waits for a repair (up to 4 x REPAIR_AFTER_SECONDS while the stuck
+    commit looks like a backlog). Here a partition is sought back to its committed offset once, for
+    ``patience`` checks in a row, the consumer's position is past that offset, the commit has not
+    moved, and the message at it is neither held (taken by an agent, not yet acked) nor acked. A
+    record that merely waits in an agent's queue that long is read twice, which every agent takes.
+    """
+
+    def __init__(self, patience: int = 3) -> None:
+        self.patience = patience
+        self.suspects: dict[Any, tuple[int, int]] = {}  # tp -> (committed offset, checks in a row)
+
+    async def check(self, consumer: Any) -> list[Any]:
+        """One check (a worker timer runs it every few seconds); returns the partitions sought back."""
+        held = {(message.tp, message.offset) for message in list(consumer._unacked_messages)}
+        sought = []
+        suspects: dict[Any, tuple[int, int]] = {}
+        for tp in stream_partitions(consumer):
+            committed = consumer._committed_offset.get(tp)
+            if committed is None or (tp, committed) in held or committed in consumer._acked.get(tp, ()):
+                continue
+            position = await consumer.position(tp)
+            if position is None or position <= committed:
+                continue
+            before, count = self.suspects.get(tp, (committed, 0))
+            count = count + 1 if before == committed else 1
+            if count >= self.patience:
+                logger.warning("partition %s-%d was read past offset %d, which no agent received: reading it again "
+                               "(position %d)", tp.topic, tp.partition, committed, position)
+                await consumer._seek(tp, committed)
+                sought.append(tp)
+            else:
+                suspects[tp] = (committed, count)
+        self.suspects = suspects
+        return sought
 
 
 def install() -> None:

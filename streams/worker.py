@@ -16,6 +16,7 @@ import agents
 from agents import metrics
 from agents.parsing import ParserPool, default_processes
 from models.registry import RegistryError, parse_feeds_file
+from streams import faust_fixes
 from streams.app import consumer_lag, create_pipeline
 from streams.readiness import ReadinessProbe, serve_probes
 from streams.settings import Settings
@@ -72,6 +73,13 @@ def run_worker(settings: Settings) -> None:
     pipeline.app.task(watch_readiness)
     pipeline.app.task(watch_event_loop_lag)
     pipeline.app.timer(10.0, name="observe_consumer_lag")(observe_consumer_lag)
+    skipped = faust_fixes.SkippedWatch()
+
+    async def read_skipped_again() -> None:
+        if not pipeline.app.rebalancing:
+            await skipped.check(pipeline.app.consumer)
+
+    pipeline.app.timer(2.0, name="read_skipped_again")(read_skipped_again)
     pipeline.app.on_before_shutdown.connect(close_clients)  # type: ignore[arg-type]  # faust's signal types are too narrow
 
     serve_probes(probe, settings.api_host, settings.worker_metrics_port)

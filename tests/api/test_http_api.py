@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import uuid
@@ -418,6 +419,19 @@ async def test_unknown_routes_are_404_json_and_wrong_methods_405_json(api: ApiHa
     assert response.status == 405 and (await response.json())["error"].startswith("method not allowed")
     assert "POST" in response.headers["Allow"]
     await api.json("POST", "/health", 405)
+
+
+async def test_a_token_that_is_not_utf8_is_a_401_not_a_500(make_api: MakeApi) -> None:
+    secured = await make_api(API_TOKEN=f"tok-{uuid.uuid4().hex}")
+    reader, writer = await asyncio.open_connection("127.0.0.1", secured.client.port)
+    body = b'{"url": "https://example.com/x.xml"}'
+    writer.write(b"POST /api/feeds HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                 b"Authorization: Bearer \xff\xfe\xfd\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 401 "), answer[:200]
+    assert b"missing or wrong bearer token" in answer
 
 
 async def test_api_token_guards_mutating_requests_only(make_api: MakeApi) -> None:

@@ -108,3 +108,39 @@ def test_released_messages_are_no_longer_waited_for_and_never_committed(consumer
     assert held not in consumer._unacked_messages and not held.acked
     assert other in consumer._unacked_messages, "other agents' messages are still theirs to ack"
     assert offsets(consumer, 4, []) is None  # nothing acked: nothing to commit
+
+
+class WatchedConsumer(SeekingConsumer):
+    """A consumer whose fetch position and held messages a test sets."""
+
+    def __init__(self, committed: dict[TP, int | None], positions: dict[TP, int]) -> None:
+        super().__init__(committed)
+        self.positions = positions
+        self._unacked_messages: set[Any] = set()
+        self._acked: dict[TP, list[int]] = {}
+
+    async def position(self, tp: TP) -> int:
+        return self.positions[tp]
+
+
+async def test_a_partition_read_past_a_message_no_agent_received_is_read_again() -> None:
+    skipped, busy, idle = TP("jobstream.commands", 0), TP("jobstream.commands", 1), TP("jobstream.commands", 2)
+    consumer = WatchedConsumer({skipped: 4, busy: 7, idle: 9}, {skipped: 6, busy: 8, idle: 9})
+    consumer._unacked_messages.add(type("Message", (), {"tp": busy, "offset": 7})())  # an agent holds it
+    watch = faust_fixes.SkippedWatch(patience=3)
+    assert await watch.check(cast(Any, consumer)) == []
+    assert await watch.check(cast(Any, consumer)) == []
+    assert await watch.check(cast(Any, consumer)) == [skipped]
+    assert consumer.sought == {skipped: 4}, "sought back to the committed offset; the held and the idle one left"
+
+
+async def test_a_commit_that_moves_or_an_ack_resets_the_suspicion() -> None:
+    tp = TP("jobstream.commands", 0)
+    consumer = WatchedConsumer({tp: 4}, {tp: 6})
+    watch = faust_fixes.SkippedWatch(patience=2)
+    assert await watch.check(cast(Any, consumer)) == []
+    consumer._committed_offset[tp] = 5  # progress: the count starts again
+    assert await watch.check(cast(Any, consumer)) == []
+    consumer._acked[tp] = [5]  # acked, about to be committed
+    assert await watch.check(cast(Any, consumer)) == []
+    assert consumer.sought == {}

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from models.registry import FeedEntry, RegistryError, parse_feeds_file
+from models.registry import FeedEntry, RegistryError, parse_feeds_file, validate_name, validate_url
+from models.text import printable
 from streams.settings import Settings, SettingsError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -65,3 +66,18 @@ def test_secrets_are_not_in_the_repr() -> None:
     settings = Settings.from_env({"API_TOKEN": "s3cret", "MONGO_URL": "mongodb://u:pw@h:27017"})
     assert "s3cret" not in repr(settings) and "pw" not in repr(settings)
     assert settings.mongo_url_redacted == "mongodb://u:***@h:27017"
+
+
+@pytest.mark.parametrize("text", ["https://example.com/\ud800.xml", "Jobs \udcff board"])
+def test_lone_surrogates_are_refused_in_urls_and_names(text: str) -> None:
+    """They cannot be encoded as UTF-8: the store refused the feed with a 500, and run commands naming it broke the worker's decoder."""
+    with pytest.raises(RegistryError, match="control|invisible|break"):
+        if text.startswith("https"):
+            validate_url(text)
+        else:
+            validate_name(text)
+
+
+def test_server_text_is_logged_without_control_characters() -> None:
+    assert printable("Not Found\x1b[31m\x0b\u202e\ud800") == "Not Found\\u001b[31m\\u000b\\u202e\\ud800"
+    assert printable("x" * 600, 100) == "x" * 100 + "…"
