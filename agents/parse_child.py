@@ -77,11 +77,6 @@ def serve(stdin: BinaryIO, stdout: BinaryIO) -> None:
 
 def main() -> None:
     die_with_parent(int(sys.argv[1]))
-    # A stop signal sent to the worker's process group (``make stop``, a terminal's Ctrl-C) is the
-    # worker's to act on: it stops its agents and then kills this process itself. Dying first, this
-    # process made the run in flight look like a failed parse, which ended it as failed for good.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # a stray print() must not corrupt the protocol
     try:

@@ -278,9 +278,13 @@ class ParserPool:
         return sorted(child.process.pid for child in self._children if child.alive)
 
     async def _spawn(self) -> _Child:
+        # A session of its own: a stop signal sent to the worker's process group (``make stop``, Ctrl-C)
+        # is the worker's to act on. In the group, the child died first (even while it was still starting),
+        # and the run in flight ended "failed: parser process died (exit code -15)". The worker kills its
+        # children when it closes the pool, and the kernel when the worker dies (PR_SET_PDEATHSIG).
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "agents.parse_child", str(os.getpid()),
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=READ_LIMIT,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=READ_LIMIT, start_new_session=True,
         )
         child = _Child(process)
         self._children.add(child)
