@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -22,7 +23,7 @@ import aiohttp
 import pymongo
 import pytest
 
-from tests.support import ROOT, FeedServer, free_port, rss
+from tests.support import ROOT, FeedServer, rss
 
 pytestmark = pytest.mark.e2e
 
@@ -33,14 +34,36 @@ REPEATS = int(os.environ.get("MAKE_RUN_REPEATS", "3"))
 MAKE_SECONDS = 420  # a cold Kafka start on 2 busy cores, then 2 workers joining
 
 
+def ephemeral_low() -> int:
+    """The lowest port the kernel hands out for outgoing connections."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port_pair() -> int:
-    """A port whose successor is free too (2 workers take WORKER_METRICS_PORT and the next)."""
-    for _ in range(50):
-        port = free_port()
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port + 1)) != 0:
-                return port
-    raise RuntimeError("no free pair of ports")
+    """A free port whose successor is free too (2 workers take WORKER_METRICS_PORT and the next).
+
+    Below the ephemeral range: a port picked there (as ``free_port`` does) can be taken as the source
+    port of some client connection before the service binds it (Kafka's and the workers' clients make
+    many), which failed a worker's start with "Address already in use".
+    """
+    rng = random.Random()  # noqa: S311 - a port number, not a secret
+    for _ in range(200):
+        port = rng.randrange(20000, ephemeral_low() - 2)
+        if all(bindable(candidate) for candidate in (port, port + 1)):
+            return port
+    raise RuntimeError("no free pair of ports below the ephemeral range")
+
+
+def bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 @dataclass
@@ -73,8 +96,8 @@ def user_stack(tmp_path: Path) -> Iterator[UserStack]:
         "JOBSTREAM_STATE": str(tmp_path / "state"),
         "JOBSTREAM_KAFKA_PORT": str(kafka_port),
         "JOBSTREAM_KAFKA_CONTROLLER_PORT": str(kafka_port + 1),
-        "JOBSTREAM_MONGO_PORT": str(free_port()),
-        "API_PORT": str(free_port()),
+        "JOBSTREAM_MONGO_PORT": str(free_port_pair()),
+        "API_PORT": str(free_port_pair()),
         "WORKER_METRICS_PORT": str(free_port_pair()),
         "WORKERS": "2",
         "FEEDS_FILE": str(feeds_file),
