@@ -26,7 +26,7 @@ from agents import metrics
 from models.dedupe import classify, forget_rejected
 from models.postings import change_event
 from models.runs import iso, outcomes_event, utc_now
-from streams.app import JsonEvent, Pipeline, Topics, ack_all, batches, set_current_event
+from streams.app import ChangelogAcks, JsonEvent, Pipeline, Topics, ack_all, batches, set_current_event
 from streams.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -40,6 +40,7 @@ class Dedupe:
     topics: Topics
     settings: Settings
     clock: Callable[[], datetime] = field(default=utc_now)
+    changelog: ChangelogAcks | None = None  # set by attach(): the table's changelog records awaited before an ack
 
     def lookup(self, key: str) -> dict[str, Any] | None:
         """The key's table value: one store read (``table.get`` reads twice: a membership test, then the value)."""
@@ -123,6 +124,8 @@ class Dedupe:
             if seqs:
                 pending.append(await self.topics.progress.send(key=run_id, value=outcomes_event(run_id, [], at, seqs={"unchanged": seqs})))
         await asyncio.gather(*pending)
+        if self.changelog is not None:
+            await self.changelog.wait()  # the table's state is in the broker before the envelopes are acked
         metrics.count_items(counts)
 
     async def run(self, stream: StreamT[Any]) -> None:
@@ -136,5 +139,5 @@ class Dedupe:
 
 
 def attach(pipeline: Pipeline) -> None:
-    dedupe = Dedupe(pipeline.dedupe_table, pipeline.topics, pipeline.settings)
+    dedupe = Dedupe(pipeline.dedupe_table, pipeline.topics, pipeline.settings, changelog=ChangelogAcks(pipeline.dedupe_table))
     pipeline.app.agent(pipeline.topics.parsed, name="dedupe", concurrency=1)(dedupe.run)

@@ -28,7 +28,7 @@ from faust.types import StreamT
 
 from agents import metrics
 from models.runs import FINISHED, as_mongo, fold, iso, missing_seqs, needs_repair, parse_iso, snapshot
-from streams.app import JsonEvent, Pipeline, Topics, ack_all, batches, consumer_lag, set_current_event
+from streams.app import ChangelogAcks, JsonEvent, Pipeline, Topics, ack_all, batches, consumer_lag, set_current_event
 from streams.settings import Settings
 from streams.store import DUPLICATE_KEY, Store, until_reachable
 
@@ -70,6 +70,7 @@ class Stats:
     # so a run that is merely slow (a backlog, not a loss) costs a bounded number of replays.
     repairs: dict[str, tuple[float, int]] = field(default_factory=dict)
     next_scan: float = 0.0
+    changelog: ChangelogAcks | None = None  # set by attach(): the runs table's changelog records awaited before an ack
 
     async def project(self, snapshots: list[dict[str, Any]]) -> set[str]:
         """Replace each unfinished row by its snapshot; return the runIds whose row was already finished.
@@ -144,6 +145,8 @@ class Stats:
                 outgoing = [doc for doc in snapshots if doc["runId"] not in final or doc["status"] in FINISHED]
                 pending = [await self.topics.logs.send(key=doc["runId"], value=doc) for doc in outgoing]
                 await asyncio.gather(*pending)
+            if self.changelog is not None:
+                await self.changelog.wait()  # the folded counts are in the broker before the events are acked
             await ack_all(stream, events)
 
     async def repair_stalled_runs(self) -> None:
@@ -223,6 +226,7 @@ class Stats:
 
 
 def attach(pipeline: Pipeline, store: Store) -> None:
-    stats = Stats(pipeline.app, pipeline.runs_table, pipeline.topics, pipeline.settings, store)
+    stats = Stats(pipeline.app, pipeline.runs_table, pipeline.topics, pipeline.settings, store,
+                  changelog=ChangelogAcks(pipeline.runs_table))
     pipeline.app.agent(pipeline.topics.progress, name="stats", concurrency=1)(stats.run)
     pipeline.app.timer(REPAIR_CHECK_SECONDS, name="repair_stalled_runs")(stats.maintain_runs)
