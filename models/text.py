@@ -21,5 +21,5 @@ def unprintable(char: str) -> bool:
 
 def printable(text: str, limit: int = 500) -> str:
     """``text`` with each unprintable character written as its ``\\uXXXX`` escape, cut to ``limit`` characters."""
-    out = [f"\\u{ord(char):04x}" if unprintable(char) else char for char in text[:limit]]
-    return "".join(out)[:limit * 6] + ("…" if len(text) > limit else "")
+    escaped = "".join(f"\\u{ord(char):04x}" if unprintable(char) else char for char in text[:limit])
+    return escaped + ("…" if len(text) > limit else "")

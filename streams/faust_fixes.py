@@ -1,6 +1,6 @@
 """Three corrections to faust-streaming's consumer that keep a rebalance from losing messages.
 
-Both were found by ``deploy/chaos.py --rebalance`` with ``DEVLOG=1`` (mode's developer log): after a
+Each was found by ``deploy/chaos.py --rebalance`` with ``DEVLOG=1`` (mode's developer log): after a
 worker was killed, stopped or joined while runs were requested, commands that no worker ever ran
 were logged as ``DROPPED MESSAGE ROFF 4`` by the worker that took their partition over, and the
 group's committed offset later moved past them. Pinned for faust-streaming 0.15 (setup.cfg); tests
@@ -52,9 +52,6 @@ class NoReadGuard(dict[Any, Any]):
     """
 
     def __getitem__(self, key: Any) -> None:
-        return None
-
-    def __missing__(self, key: Any) -> None:
         return None
 
 
