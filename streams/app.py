@@ -232,6 +232,6 @@ async def consumer_lag(app: faust.App, topic_prefix: str) -> dict[Any, int]:
     committed = getattr(consumer, "_committed_offset", {})  # faust keeps no public accessor
     lag = {}
     for tp in assigned:
-        done = committed.get(tp) or await consumer.position(tp) or 0
+        done = committed.get(tp) or await faust_fixes.position_or_none(consumer, tp) or 0
         lag[tp] = max(0, ends.get(tp, 0) - done)
     return lag

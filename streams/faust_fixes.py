@@ -37,6 +37,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from aiokafka.errors import IllegalStateError
 from faust.transport.consumer import Consumer
 
 logger = logging.getLogger(__name__)
@@ -113,6 +114,20 @@ def release(consumer: Any, topic: str) -> int:
     return len(held)
 
 
+async def position_or_none(consumer: Any, tp: Any) -> int | None:
+    """The consumer's position in ``tp``, or None once a rebalance took the partition away meanwhile.
+
+    Timers read positions while the group may change under them; aiokafka raises IllegalStateError
+    for a partition revoked since, and an exception in a Faust timer stops the worker (chaos
+    --rebalance: a worker crashed in the lag timer as the other was killed).
+    """
+    try:
+        position: int | None = await consumer.position(tp)
+    except IllegalStateError:
+        return None
+    return position
+
+
 class SkippedWatch:
     """Finds partitions whose reading went past a message that no agent holds or acked, and reads them again.
 
@@ -138,7 +153,7 @@ class SkippedWatch:
             committed = consumer._committed_offset.get(tp)
             if committed is None or (tp, committed) in held or committed in consumer._acked.get(tp, ()):
                 continue
-            position = await consumer.position(tp)
+            position = await position_or_none(consumer, tp)
             if position is None or position <= committed:
                 continue
             before, count = self.suspects.get(tp, (committed, 0))

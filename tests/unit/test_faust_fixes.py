@@ -144,3 +144,17 @@ async def test_a_commit_that_moves_or_an_ack_resets_the_suspicion() -> None:
     consumer._acked[tp] = [5]  # acked, about to be committed
     assert await watch.check(cast(Any, consumer)) == []
     assert consumer.sought == {}
+
+
+async def test_a_partition_revoked_while_a_timer_reads_its_position_is_skipped_not_a_crash() -> None:
+    """aiokafka raises IllegalStateError for a partition revoked meanwhile; in a Faust timer that stopped the worker."""
+    from aiokafka.errors import IllegalStateError
+
+    class Revoked(WatchedConsumer):
+        async def position(self, tp: TP) -> int:
+            raise IllegalStateError(f"Partition {tp} is not assigned")
+
+    tp = TP("jobstream.import.progress", 3)
+    consumer = Revoked({tp: 4}, {})
+    assert await faust_fixes.position_or_none(consumer, tp) is None
+    assert await faust_fixes.SkippedWatch(patience=1).check(cast(Any, consumer)) == []
