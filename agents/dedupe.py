@@ -23,10 +23,12 @@ import orjson
 from faust.types import StreamT
 
 from agents import metrics
+from agents.inbox import Inbox, Received
 from models.dedupe import classify, forget_rejected
+from models.messages import PostingsEnvelope, Rejected, decode_parsed
 from models.postings import change_event
 from models.runs import iso, outcomes_event, utc_now
-from streams.app import ChangelogAcks, JsonEvent, Pipeline, Topics, ack_all, batches, set_current_event
+from streams.app import ChangelogAcks, Pipeline, Topics, ack_all, batches, set_current_event
 from streams.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -73,7 +75,7 @@ class Dedupe:
         self.table[key] = orjson.dumps(state)
 
     def classify_envelope(
-        self, envelope: dict[str, Any], offset: int, unchanged: dict[str, list[int]], counts: Counter[tuple[str, str]],
+        self, envelope: PostingsEnvelope, offset: int, unchanged: dict[str, list[int]], counts: Counter[tuple[str, str]],
         partition: int = 0,
     ) -> list[dict[str, Any]]:
         """The change events of one envelope's postings (at ``offset`` of ``partition``); the seqs of unchanged ones
@@ -94,7 +96,7 @@ class Dedupe:
                 changes.append(change_event({**item, "runId": run_id}, result.outcome, result.version, fetched_at))
         return changes
 
-    def forget(self, rejected: dict[str, Any]) -> None:
+    def forget(self, rejected: Rejected) -> None:
         key = rejected["dedupeKey"]
         forgotten = forget_rejected(self.lookup(key), rejected["fingerprint"], rejected.get("version"))
         if forgotten is not None:
@@ -102,19 +104,17 @@ class Dedupe:
             logger.info("dedupe entry forgets a fingerprint MongoDB rejected key=%s run_id=%s seq=%s",
                         key, rejected.get("runId"), rejected.get("seq"))
 
-    async def handle(self, events: list[JsonEvent]) -> None:
+    async def handle(self, events: list[Received[PostingsEnvelope | Rejected]]) -> None:
         """Classify a batch of envelopes and publish what they caused; returns once the broker has it all."""
         pending: list[Awaitable[Any]] = []
         unchanged: dict[str, list[int]] = defaultdict(list)
         counts: Counter[tuple[str, str]] = Counter()
         for event in events:
             value = event.value
-            set_current_event(event)  # the table writes below go to this envelope's (= the keys') partition
-            if value.get("type") == "rejected":
+            set_current_event(event.event)  # the table writes below go to this envelope's (= the keys') partition
+            if value["type"] == "rejected":
                 self.forget(value)
                 continue
-            if "items" not in value:  # a single posting, as published before envelopes
-                value = {"runId": value["runId"], "fetchedAt": value["fetchedAt"], "items": [value]}
             changes = self.classify_envelope(value, event.message.offset, unchanged, counts, event.message.partition)
             if changes:
                 pending.append(await self.topics.upserts.send(key=value["runId"], value={"type": "changes", "items": changes},
@@ -133,11 +133,12 @@ class Dedupe:
         broker. Faust's revoke waits for it; ``handle`` awaits only the producer, which a rebalance does not
         pause, so that wait ends. A batch cut by a crash is redelivered, and the table (written through its
         changelog before the ack) gives each redelivered posting its first outcome again."""
+        inbox = Inbox(decode_parsed, self.topics.dlq, self.settings.max_items_per_feed)
         async for events in batches(stream, max(1, self.settings.batch_size // 50), within=min(self.settings.batch_window_seconds, 0.5)):
-            await self.handle(events)
+            await self.handle(await inbox.open(events))
             await ack_all(stream, events)
 
 
 def attach(pipeline: Pipeline) -> None:
     dedupe = Dedupe(pipeline.dedupe_table, pipeline.topics, pipeline.settings, changelog=ChangelogAcks(pipeline.dedupe_table))
-    pipeline.app.agent(pipeline.topics.parsed, name="dedupe", concurrency=1)(dedupe.run)
+    pipeline.app.agent(pipeline.source("jobs.parsed"), name="dedupe", concurrency=1)(dedupe.run)

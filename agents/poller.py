@@ -13,7 +13,7 @@ import logging
 import time
 import zlib
 from collections import deque
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
@@ -25,11 +25,13 @@ from pymongo.errors import DuplicateKeyError
 
 from agents import metrics
 from agents.fetch import FetchError, FetchResult, RefusedError, Validators, fetch_feed
+from agents.inbox import Inbox
 from agents.parsing import ParseFailed, ParserPool, PoolClosed
 from models.egress import EgressPolicy
 from models.envelopes import pack, postings_envelope
 from models.feed import FeedError
 from models.feedstream import FeedSummary, Row, tail_failure
+from models.messages import decode_command
 from models.runs import compact_failures, iso, outcomes_event, utc_now
 from streams import faust_fixes
 from streams.app import Pipeline, Topics, ack_all, batches
@@ -95,7 +97,7 @@ class Poller:
         """Progress is awaited until the broker has it: the stats agent must not miss a step."""
         await (await self.topics.progress.send(key=run_id, value={"runId": run_id, "at": iso(self.now()), **event}))
 
-    async def repair(self, command: dict[str, Any]) -> None:
+    async def repair(self, command: Mapping[str, Any]) -> None:
         """Republish the listed items of a run from its stored payload (see agents/stats.py)."""
         fetched = await self.stored_payload(command["runId"])
         if fetched is None:
@@ -106,7 +108,7 @@ class Poller:
         except (FeedError, ParseFailed) as exc:
             logger.error("cannot repair run_id=%s: %s", command["runId"], exc)
 
-    async def run_import(self, command: dict[str, Any]) -> None:
+    async def run_import(self, command: Mapping[str, Any]) -> None:
         if command.get("repairSeqs"):
             await self.repair(command)
             return
@@ -160,7 +162,7 @@ class Poller:
         await self.progress(run_id, event)
 
     async def parse_and_publish(
-        self, command: dict[str, Any], payload: bytes | bytearray, only: Collection[int] | None,
+        self, command: Mapping[str, Any], payload: bytes | bytearray, only: Collection[int] | None,
         kept: asyncio.Future[bytes | None] | None = None,
     ) -> tuple[FeedSummary, int, float]:
         """Parse in a parse process and publish each chunk as it arrives; return the summary, items handed out
@@ -246,7 +248,7 @@ class Poller:
         body = await asyncio.get_running_loop().run_in_executor(None, zlib.decompress, stored["payload"])
         return FetchResult(int(stored["httpStatus"]), body, Validators(stored.get("etag"), stored.get("lastModified")), 0)
 
-    async def load_payload(self, command: dict[str, Any]) -> tuple[FetchResult, asyncio.Future[bytes | None] | None]:
+    async def load_payload(self, command: Mapping[str, Any]) -> tuple[FetchResult, asyncio.Future[bytes | None] | None]:
         """The stored payload of a replayed run, else a fresh conditional fetch and the task that keeps it.
 
         The task (:meth:`keep_payload`) runs while the parse starts; the poller publishes nothing before
@@ -331,28 +333,30 @@ class Poller:
         deadlines). A worker that stops abandons its runs in flight (``PoolClosed``): their commands
         stay unacked and go to the partition's next owner, which repeats the run from its stored payload.
         """
+        inbox = Inbox(decode_command, self.topics.dlq, self.settings.max_items_per_feed)
         async for events in batches(stream, COMMANDS_AT_ONCE, within=0.1):
-            results = await asyncio.gather(*(self.run_import(event.value) for event in events), return_exceptions=True)
+            commands = await inbox.open(events)
+            results = await asyncio.gather(*(self.run_import(command.value) for command in commands), return_exceptions=True)
             # Once the pool is closed, any error is the stop's doing (a killed parse, a closed store client).
-            abandoned = [event for event, result in zip(events, results, strict=True)
+            abandoned = [command.event for command, result in zip(commands, results, strict=True)
                          if isinstance(result, PoolClosed) or (isinstance(result, Exception) and self.parsers.closed)]
             if abandoned:
                 logger.warning("worker stopping: %d run(s) left to the next owner of their partitions run_ids=%s",
-                               len(abandoned), [event.value.get("runId") for event in abandoned])
+                               len(abandoned), [command.value["runId"] for command in commands if command.event in abandoned])
                 await ack_all(stream, [event for event in events if event not in abandoned])
                 # This agent acks nothing more: the stop must not wait for the commands it holds.
                 faust_fixes.release(stream.app.consumer, self.topics.commands.get_topic_name())
                 return
-            for event, result in zip(events, results, strict=True):
+            for command, result in zip(commands, results, strict=True):
                 if isinstance(result, Exception):
                     # A bug or an outage outlasting the retries: the run ends failed, the pipeline goes on.
-                    logger.error("run crashed run_id=%s error=%r", event.value.get("runId"), result, exc_info=result)
+                    logger.error("run crashed run_id=%s error=%r", command.value["runId"], result, exc_info=result)
                     # The details are in the worker log; import_logs is public and gets no exception repr.
-                    await self.progress(event.value["runId"], {"type": "failed", "error": "internal error (see the worker log)"})
-                    await self.validators_after(event.value["runId"], event.value["sourceUrl"], None)
+                    await self.progress(command.value["runId"], {"type": "failed", "error": "internal error (see the worker log)"})
+                    await self.validators_after(command.value["runId"], command.value["sourceUrl"], None)
             await ack_all(stream, events)
 
 
 def attach(pipeline: Pipeline, store: Store, parsers: ParserPool) -> None:
     poller = Poller(store, parsers, pipeline.topics, pipeline.settings)
-    pipeline.app.agent(pipeline.topics.commands, name="poller", concurrency=1)(poller.poll)
+    pipeline.app.agent(pipeline.source("commands"), name="poller", concurrency=1)(poller.poll)

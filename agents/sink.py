@@ -27,8 +27,10 @@ from faust.types import StreamT
 from pymongo.errors import PyMongoError
 
 from agents import metrics
+from agents.inbox import Inbox
 from models.dedupe import rejected_event
 from models.envelopes import partition_of
+from models.messages import Change, decode_changes
 from models.postings import job_insert, job_upsert, search_document, version_guard
 from models.runs import iso, outcomes_event, parse_iso, utc_now
 from streams.app import Pipeline, Topics, ack_all, batches
@@ -153,7 +155,7 @@ class Sink:
         logger.info("bulk_write collection=jobs count=%d rejected=%d elapsed_ms=%.1f", len(changes), len(rejected), elapsed * 1000)
         return rejected
 
-    async def handle(self, changes: list[dict[str, Any]]) -> None:
+    async def handle(self, changes: Sequence[Change]) -> None:
         """Write a batch of change events (retrying while the store is away), then publish what followed."""
         rejected = await until_reachable(partial(self.write_timed, changes), "batch (not acked)", on_retry=metrics.WRITE_RETRIES.inc)
         written_at = self.clock()
@@ -196,8 +198,9 @@ class Sink:
         deadline while the store answers, and for as long as the store is away (Faust has no way to
         hand a batch back unacked; acking it unwritten would lose it). Redelivery is safe: writes are
         by ``_id`` with the version guard, and the stats fold counts each (run, seq) once."""
+        inbox = Inbox(decode_changes, self.topics.dlq, self.settings.max_items_per_feed)
         async for events in batches(stream, max(1, self.settings.batch_size // 10), within=self.settings.batch_window_seconds):
-            await self.handle([change for event in events for change in event.value["items"]])
+            await self.handle([change for received in await inbox.open(events) for change in received.value["items"]])
             await ack_all(stream, events)
 
 
@@ -208,4 +211,4 @@ def dumps(value: Any) -> bytes:
 
 def attach(pipeline: Pipeline, store: Store) -> None:
     sink = Sink(store, pipeline.topics, pipeline.app.producer, pipeline.settings)
-    pipeline.app.agent(pipeline.topics.upserts, name="sink", concurrency=1)(sink.run)
+    pipeline.app.agent(pipeline.source("jobs.upserts"), name="sink", concurrency=1)(sink.run)

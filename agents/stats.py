@@ -27,8 +27,10 @@ from typing import Any
 from faust.types import StreamT
 
 from agents import metrics
+from agents.inbox import Inbox, Received
+from models.messages import Progress, decode_progress
 from models.runs import FINISHED, as_mongo, fold, iso, missing_seqs, needs_repair, parse_iso, snapshot
-from streams.app import ChangelogAcks, JsonEvent, Pipeline, Topics, ack_all, batches, consumer_lag, set_current_event
+from streams.app import ChangelogAcks, Pipeline, Topics, ack_all, batches, consumer_lag, set_current_event
 from streams.settings import Settings
 from streams.store import DUPLICATE_KEY, Store, until_reachable
 
@@ -90,9 +92,9 @@ class Stats:
                 logger.error("import_logs rejected the snapshot of run_id=%s: %s", run_id, error.get("errmsg"))
         return final
 
-    def fold_run(self, run_id: str, run_events: list[JsonEvent], now: datetime) -> dict[str, Any] | None:
+    def fold_run(self, run_id: str, run_events: list[Received[Progress]], now: datetime) -> dict[str, Any] | None:
         """The run's new state after its events, written to the table if it changed; None when there is no run."""
-        set_current_event(run_events[0])
+        set_current_event(run_events[0].event)
         before: dict[str, Any] | None = self.table.get(run_id)
         state = before
         expire = False
@@ -132,10 +134,11 @@ class Stats:
         their ``import_logs`` rows and ``import.logs`` snapshots are written (the projection waits while
         MongoDB is away, as the sink does). Redelivered events fold to the same state: the fold counts
         each item sequence number once, and a finished row is never replaced."""
+        inbox = Inbox(decode_progress, self.topics.dlq, self.settings.max_items_per_feed)
         async for events in batches(stream, 1000, within=0.25):
-            by_run: dict[str, list[JsonEvent]] = {}
-            for event in events:
-                by_run.setdefault(event.value["runId"], []).append(event)
+            by_run: dict[str, list[Received[Progress]]] = {}
+            for received in await inbox.open(events):
+                by_run.setdefault(received.value["runId"], []).append(received)
             now = datetime.now(UTC)
             states = [state for run_id, run_events in by_run.items() if (state := self.fold_run(run_id, run_events, now))]
             if states:
@@ -218,15 +221,24 @@ class Stats:
             logger.info("runs past retention (%.0fh) to expire from the table: %d", self.settings.runs_retention_hours, len(expiring))
 
     async def maintain_runs(self) -> None:
-        """The repair check every tick; a full scan at the first tick after start and every SCAN_SECONDS."""
-        if time.monotonic() >= self.next_scan:
-            self.next_scan = time.monotonic() + SCAN_SECONDS
-            await self.scan_runs()
-        await self.repair_stalled_runs()
+        """The repair check every tick; a full scan at the first tick after start and every SCAN_SECONDS.
+
+        An exception in a Faust timer stops the worker, and the table state that caused it would stop
+        the partition's next owner too: a failed tick is logged, and the next tick tries again.
+        """
+        try:
+            if time.monotonic() >= self.next_scan:
+                self.next_scan = time.monotonic() + SCAN_SECONDS
+                await self.scan_runs()
+            await self.repair_stalled_runs()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("run maintenance failed; the next tick tries again")
 
 
 def attach(pipeline: Pipeline, store: Store) -> None:
     stats = Stats(pipeline.app, pipeline.runs_table, pipeline.topics, pipeline.settings, store,
                   changelog=ChangelogAcks(pipeline.runs_table))
-    pipeline.app.agent(pipeline.topics.progress, name="stats", concurrency=1)(stats.run)
+    pipeline.app.agent(pipeline.source("import.progress"), name="stats", concurrency=1)(stats.run)
     pipeline.app.timer(REPAIR_CHECK_SECONDS, name="repair_stalled_runs")(stats.maintain_runs)

@@ -12,7 +12,7 @@ import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
-from typing import Any, Protocol, cast
+from typing import Any
 
 import faust
 from faust.streams import _current_event
@@ -54,6 +54,14 @@ class Pipeline:
     topics: Topics
     dedupe_table: faust.Table[str, bytes]
     runs_table: faust.Table[str, Any]
+
+    def source(self, name: str) -> TopicT:
+        """A topic as an agent reads it: keys and values as raw bytes, which nothing in Faust can fail to decode.
+
+        The agent decodes each value itself (``agents/inbox.py``); sending goes through ``topics``.
+        """
+        return self.app.topic(self.settings.topic(name), key_type=None, value_type=None, value_serializer="raw",
+                              partitions=self.settings.topic_partitions)
 
 
 def create_app(settings: Settings) -> faust.App:
@@ -136,27 +144,20 @@ def create_pipeline(settings: Settings) -> Pipeline:
     return Pipeline(settings, app, topics, dedupe_table, runs_table)
 
 
-def set_current_event(event: JsonEvent) -> None:
+def set_current_event(event: EventT[Any]) -> None:
     """Make ``event`` the one a table write belongs to.
 
     Faust decides a table key's changelog partition (and its RocksDB partition) from the current
     event. Inside a batch from ``noack_take`` the current event is the batch's last one, which is
     the wrong partition for every other key; each write therefore names its own event first.
     """
-    _current_event.set(weakref.ref(cast(EventT[Any], event)))
-
-
-class JsonEvent(Protocol):
-    """What the agents use of a Faust event: its JSON value and its Kafka message."""
-
-    value: dict[str, Any]
-    message: Any
+    _current_event.set(weakref.ref(event))
 
 
 LINGER_SECONDS = 0.05
 
 
-async def batches(stream: StreamT[Any], size: int, within: float, linger: float = LINGER_SECONDS) -> AsyncIterator[list[JsonEvent]]:
+async def batches(stream: StreamT[Any], size: int, within: float, linger: float = LINGER_SECONDS) -> AsyncIterator[list[EventT[Any]]]:
     """Batches of at most ``size`` events that are *not* acked: the agent acks them after its work is safe.
 
     A batch closes when it is full, ``within`` seconds after its first event, or when no further
@@ -167,7 +168,7 @@ async def batches(stream: StreamT[Any], size: int, within: float, linger: float 
     ``noack_take`` runs no background read that could ack, and events carried from one of its
     chunks to the next batch stay unacked until the agent acks them.)
     """
-    pending: list[JsonEvent] = []
+    pending: list[EventT[Any]] = []
     opened = 0.0
     async for chunk in stream.noack_take(size, within=min(linger, within)):  # type: ignore[attr-defined]
         if not pending:
@@ -217,9 +218,9 @@ class ChangelogAcks:
             await asyncio.gather(*pending)
 
 
-async def ack_all(stream: StreamT[Any], events: list[JsonEvent]) -> None:
+async def ack_all(stream: StreamT[Any], events: list[EventT[Any]]) -> None:
     for event in events:
-        await stream.ack(cast(EventT[Any], event))
+        await stream.ack(event)
 
 
 async def consumer_lag(app: faust.App, topic_prefix: str) -> dict[Any, int]:

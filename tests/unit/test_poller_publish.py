@@ -232,7 +232,8 @@ async def test_runs_abandoned_by_a_stopping_worker_are_neither_failed_nor_acked(
     """Their commands go to the next owner of the partition, which runs them again from the stored payload."""
     progress = AckedTopic()
     commands = type("Topic", (), {"get_topic_name": lambda self: "jobstream.commands"})()
-    topics = cast(Any, type("Topics", (), {"parsed": AckedTopic(), "progress": progress, "commands": commands})())
+    topics = cast(Any, type("Topics", (), {"parsed": AckedTopic(), "progress": progress, "commands": commands,
+                                           "dlq": AckedTopic()})())
     poller = Poller(cast(Any, FakeStore()), cast(Any, StoppingParsers()), topics, Settings.from_env({}))
     bodies = {"r1": b"<rss>first</rss>", "r2": b"<rss>second</rss>"}
 
@@ -240,12 +241,13 @@ async def test_runs_abandoned_by_a_stopping_worker_are_neither_failed_nor_acked(
         return FetchResult(200, bodies[command["runId"]], Validators(), 1), None
 
     poller.load_payload = load_payload  # type: ignore[method-assign,assignment]
-    events = [type("Event", (), {"value": {"runId": run_id, "sourceUrl": f"https://x/{run_id}", "sourceName": "x",
-                                          "trigger": "manual", "requestedAt": "t"}, "message": Held(n)})()
+    events = [type("Event", (), {"value": orjson.dumps({"runId": run_id, "sourceUrl": f"https://x/{run_id}", "sourceName": "x",
+                                                        "trigger": "manual", "requestedAt": "2025-01-06T10:00:00Z"}),
+                                 "message": Held(n)})()
               for n, run_id in enumerate(bodies)]
     stream = FakeStream(events)
     await poller.poll(cast(Any, stream))
-    assert [event.value["runId"] for event in stream.acked] == ["r1"], "only the run that finished is acked"
+    assert [orjson.loads(event.value)["runId"] for event in stream.acked] == ["r1"], "only the run that finished is acked"
     assert not any(m.offset == 1 for m in stream.app.consumer._unacked_messages), "the stop does not wait for it"
     kinds = [(event["runId"], event["type"]) for event in progress.sent if "type" in event]
     assert ("r2", "failed") not in kinds and ("r1", "fetched") in kinds, kinds
