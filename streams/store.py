@@ -17,13 +17,14 @@ from pymongo.errors import BulkWriteError, ConnectionFailure, OperationFailure, 
 from pymongo.monitoring import CommandListener
 
 from models.postings import search_fields
+from streams.retry import Backoff, Retry, retry
 from streams.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 Document = dict[str, Any]
 T = TypeVar("T")
-RETRY_MAX_SECONDS = 30.0
+STORE_BACKOFF = Backoff(base=0.5, cap=30.0)  # no limit: work waits for the store, it is never dropped
 INDEX_BUILD_SECONDS = 3600.0
 DUPLICATE_KEY = 11000
 MAX_TIME_EXPIRED = 50  # the server's "operation exceeded time limit" (the maxTimeMS pymongo derives from timeoutMS)
@@ -51,18 +52,14 @@ async def until_reachable(
 
     Retried: connection failures and deadlines (``unreachable``), plus any exception in ``errors``.
     """
-    delay = 0.5
-    while True:
-        try:
-            return await operation()
-        except Exception as exc:
-            if not (unreachable(exc) or isinstance(exc, errors)):
-                raise
-            logger.warning("MongoDB unreachable, %s held error=%s retry_in=%.1fs", what, exc, delay)
-            if on_retry is not None:
-                on_retry()
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, RETRY_MAX_SECONDS)
+
+    def held(attempt: Retry) -> None:
+        logger.warning("MongoDB unreachable, %s held error=%s retry_in=%.1fs", what, attempt.error, attempt.delay)
+        if on_retry is not None:
+            on_retry()
+
+    return await retry(operation, STORE_BACKOFF, retryable=lambda exc: unreachable(exc) or isinstance(exc, errors),
+                       on_retry=held)
 
 
 def chunked(items: Sequence[T], size: int) -> list[tuple[int, Sequence[T]]]:
