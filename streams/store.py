@@ -209,14 +209,20 @@ class Store:
         busy: list[Document] = [{"$match": {"status": {"$in": ["pending", "running"]}}}, {"$group": {"_id": "$sourceUrl"}}]
         return {doc["_id"] async for doc in await self.import_logs.aggregate(busy)}
 
-    async def recently_scheduled(self, since: datetime) -> set[str]:
-        """Feeds with a scheduled run requested at or after ``since``: the schedule is not due for them yet.
+    async def last_scheduled(self, since: datetime) -> dict[str, datetime]:
+        """Each feed's latest scheduled run requested at or after ``since``: the schedule is not due for them yet.
 
         A range on ``requestedAt`` (the runs list's index), so it reads the runs of one interval, not
         the whole collection.
         """
-        recent = self.import_logs.find({"requestedAt": {"$gte": since}, "trigger": "schedule"}, {"_id": 0, "sourceUrl": 1})
-        return {doc["sourceUrl"] async for doc in recent}
+        recent = self.import_logs.find({"requestedAt": {"$gte": since}, "trigger": "schedule"},
+                                       {"_id": 0, "sourceUrl": 1, "requestedAt": 1})
+        latest: dict[str, datetime] = {}
+        async for doc in recent:
+            url, at = doc.get("sourceUrl"), doc.get("requestedAt")
+            if isinstance(url, str) and isinstance(at, datetime) and (url not in latest or at > latest[url]):
+                latest[url] = at
+        return latest
 
     # --- the write path: small commands, a bounded number in flight -------------------------------
     #
