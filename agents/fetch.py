@@ -12,7 +12,9 @@ destination is a :class:`RefusedError` whose message says nothing about the targ
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import math
 import socket
 from dataclasses import dataclass
 
@@ -22,6 +24,7 @@ from yarl import URL
 
 from models.egress import REFUSED, EgressPolicy
 from models.text import printable
+from streams.retry import Backoff, Retry, retry
 
 logger = logging.getLogger(__name__)
 
@@ -135,21 +138,21 @@ async def fetch_feed(
         headers["If-None-Match"] = validators.etag
     if validators.last_modified:
         headers["If-Modified-Since"] = validators.last_modified
-    last_error: FetchError | None = None
-    for attempt in range(1, retries + 1):
-        try:
-            return await _fetch_once(url, policy, headers, timeout_seconds, max_bytes, attempt)
-        except RefusedError:
-            raise
-        except FetchError as exc:
-            retryable = exc.http_status is None or exc.http_status >= 500
-            if not retryable or attempt == retries or "larger than" in str(exc):
-                raise
-            last_error = exc
-        delay = backoff_seconds * 2 ** (attempt - 1)
-        logger.warning("fetch failed url=%s attempt=%d error=%s retry_in=%.1fs", url, attempt, last_error, delay)
-        await asyncio.sleep(delay)
-    raise last_error or FetchError("fetch failed")  # pragma: no cover - the loop returns or raises
+    attempts = itertools.count(1)  # FetchResult.attempts says which try answered
+
+    def log_retry(attempt: Retry) -> None:
+        logger.warning("fetch failed url=%s attempt=%d error=%s retry_in=%.1fs", url, attempt.attempt, attempt.error, attempt.delay)
+
+    backoff = Backoff(base=backoff_seconds, cap=math.inf, attempts=retries)  # no cap: the attempts bound the waits
+    return await retry(lambda: _fetch_once(url, policy, headers, timeout_seconds, max_bytes, next(attempts)), backoff,
+                       retryable=worth_retrying, on_retry=log_retry)
+
+
+def worth_retrying(exc: Exception) -> bool:
+    """A connection error, a timeout or a 5xx may pass; a refusal, a 4xx or an oversized feed would not change."""
+    if isinstance(exc, RefusedError) or not isinstance(exc, FetchError):
+        return False
+    return (exc.http_status is None or exc.http_status >= 500) and "larger than" not in str(exc)
 
 
 async def _fetch_once(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from functools import partial
 
 from aiokafka import AIOKafkaClient, AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -12,12 +13,13 @@ from aiokafka.admin import AIOKafkaAdminClient
 from api.events import LogHub, snapshot_from
 from api.queries import ApiError
 from streams.commands import Send, aiokafka_sender, producer_for
+from streams.retry import Backoff, Retry, retry
 from streams.settings import Settings
 from streams.topics import ensure_topics
 
 logger = logging.getLogger(__name__)
 
-MAX_BACKOFF_SECONDS = 30.0
+KAFKA_BACKOFF = Backoff(base=0.5, cap=30.0)  # no limit: the API serves reads meanwhile
 
 
 class KafkaLink:
@@ -34,21 +36,23 @@ class KafkaLink:
 
     async def connect(self) -> None:
         """Retry with backoff until the producer is up; aiokafka handles broker reconnects after that."""
-        delay = 0.5
-        while self.producer is None:
+
+        async def start() -> AIOKafkaProducer:
             producer = producer_for(self.settings)
             try:
                 await producer.start()
             except Exception as exc:  # any failure means "retry later"; logged
                 self.last_error = f"{type(exc).__name__}: {exc}"
-                logger.warning("Kafka producer not started error=%s retry_in=%.1fs", self.last_error, delay)
                 await producer.stop()
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, MAX_BACKOFF_SECONDS)
-                continue
-            self.producer = producer
-            self.started.set()
-            logger.info("Kafka producer connected bootstrap=%s", self.settings.kafka_bootstrap_servers)
+                raise
+            return producer
+
+        def log_retry(attempt: Retry) -> None:
+            logger.warning("Kafka producer not started error=%s retry_in=%.1fs", self.last_error, attempt.delay)
+
+        self.producer = await retry(start, KAFKA_BACKOFF, on_retry=log_retry)
+        self.started.set()
+        logger.info("Kafka producer connected bootstrap=%s", self.settings.kafka_bootstrap_servers)
 
     async def sender(self, wait_seconds: float) -> Send:
         """The Send of ``streams.commands``, or a 503 when Kafka is not reachable within ``wait_seconds``."""
@@ -165,41 +169,61 @@ async def follow_import_logs(settings: Settings, hub: LogHub, ready: asyncio.Eve
     """
     topic = settings.topic("import.logs")
     positions: dict[TopicPartition, int] = {}
-    delay = 0.5
+
+    def log_retry(attempt: Retry) -> None:
+        logger.warning("import.logs follower error=%s: %s retry_in=%.1fs", type(attempt.error).__name__, attempt.error,
+                       attempt.delay)
+
     while True:
-        consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, group_id=None,
-                                    enable_auto_commit=False, auto_offset_reset="latest")
+        # A fresh back-off for each connection: one that worked and was lost later starts again at the base delay.
+        consumer = await retry(partial(open_follower, settings, topic, positions), KAFKA_BACKOFF, on_retry=log_retry)
+        ready.set()
         try:
-            await ensure_topics(settings)
-            partitions = [TopicPartition(topic, number) for number in sorted(await partitions_of(settings, topic))]
-            await consumer.start()
-            consumer.assign(partitions)
-            fresh = [tp for tp in partitions if tp not in positions]
-            if fresh:
-                await consumer.seek_to_end(*fresh)
-            for tp in partitions:
-                if tp in positions:
-                    consumer.seek(tp, positions[tp])
-                else:
-                    positions[tp] = await consumer.position(tp)  # resolve "end" now, before anyone produces
-            ready.set()
-            delay = 0.5
-            logger.info("following %s partitions=%d", topic, len(partitions))
-            while True:
-                batches = await consumer.getmany(timeout_ms=1000)
-                for tp, records in batches.items():
-                    for record in records:
-                        positions[tp] = record.offset + 1
-                        snapshot = snapshot_from(record.value)
-                        if snapshot is not None:
-                            hub.publish(snapshot)
-                            if on_record is not None:
-                                on_record()
-        except asyncio.CancelledError:
-            raise
+            await deliver(consumer, positions, hub, on_record)
         except Exception as exc:  # the follower must outlive broker outages
-            logger.warning("import.logs follower error=%s: %s retry_in=%.1fs", type(exc).__name__, exc, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, MAX_BACKOFF_SECONDS)
+            logger.warning("import.logs follower error=%s: %s, reconnecting", type(exc).__name__, exc)
         finally:
             await consumer.stop()
+
+
+async def open_follower(settings: Settings, topic: str, positions: dict[TopicPartition, int]) -> AIOKafkaConsumer:
+    """A group-less consumer on every partition of ``topic``: at ``positions`` where known, else at the end.
+
+    The end is resolved now (and kept in ``positions``), before anyone produces, so no event is missed.
+    """
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, group_id=None,
+                                enable_auto_commit=False, auto_offset_reset="latest")
+    try:
+        await ensure_topics(settings)
+        partitions = [TopicPartition(topic, number) for number in sorted(await partitions_of(settings, topic))]
+        await consumer.start()
+        consumer.assign(partitions)
+        fresh = [tp for tp in partitions if tp not in positions]
+        if fresh:
+            await consumer.seek_to_end(*fresh)
+        for tp in partitions:
+            if tp in positions:
+                consumer.seek(tp, positions[tp])
+            else:
+                positions[tp] = await consumer.position(tp)
+    except BaseException:
+        await consumer.stop()
+        raise
+    logger.info("following %s partitions=%d", topic, len(partitions))
+    return consumer
+
+
+async def deliver(consumer: AIOKafkaConsumer, positions: dict[TopicPartition, int], hub: LogHub,
+                  on_record: Callable[[], None] | None) -> None:
+    """Publish every snapshot read to the hub, forever; ``positions`` moves past each record first (a record
+    that breaks the follower is not read again)."""
+    while True:
+        batches = await consumer.getmany(timeout_ms=1000)
+        for tp, records in batches.items():
+            for record in records:
+                positions[tp] = record.offset + 1
+                snapshot = snapshot_from(record.value)
+                if snapshot is not None:
+                    hub.publish(snapshot)
+                    if on_record is not None:
+                        on_record()

@@ -17,13 +17,14 @@ from pymongo.errors import BulkWriteError, ConnectionFailure, OperationFailure, 
 from pymongo.monitoring import CommandListener
 
 from models.postings import search_fields
+from streams.retry import Backoff, Retry, retry
 from streams.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 Document = dict[str, Any]
 T = TypeVar("T")
-RETRY_MAX_SECONDS = 30.0
+STORE_BACKOFF = Backoff(base=0.5, cap=30.0)  # no limit: work waits for the store, it is never dropped
 INDEX_BUILD_SECONDS = 3600.0
 DUPLICATE_KEY = 11000
 MAX_TIME_EXPIRED = 50  # the server's "operation exceeded time limit" (the maxTimeMS pymongo derives from timeoutMS)
@@ -51,18 +52,14 @@ async def until_reachable(
 
     Retried: connection failures and deadlines (``unreachable``), plus any exception in ``errors``.
     """
-    delay = 0.5
-    while True:
-        try:
-            return await operation()
-        except Exception as exc:
-            if not (unreachable(exc) or isinstance(exc, errors)):
-                raise
-            logger.warning("MongoDB unreachable, %s held error=%s retry_in=%.1fs", what, exc, delay)
-            if on_retry is not None:
-                on_retry()
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, RETRY_MAX_SECONDS)
+
+    def held(attempt: Retry) -> None:
+        logger.warning("MongoDB unreachable, %s held error=%s retry_in=%.1fs", what, attempt.error, attempt.delay)
+        if on_retry is not None:
+            on_retry()
+
+    return await retry(operation, STORE_BACKOFF, retryable=lambda exc: unreachable(exc) or isinstance(exc, errors),
+                       on_retry=held)
 
 
 def chunked(items: Sequence[T], size: int) -> list[tuple[int, Sequence[T]]]:
@@ -212,14 +209,20 @@ class Store:
         busy: list[Document] = [{"$match": {"status": {"$in": ["pending", "running"]}}}, {"$group": {"_id": "$sourceUrl"}}]
         return {doc["_id"] async for doc in await self.import_logs.aggregate(busy)}
 
-    async def recently_scheduled(self, since: datetime) -> set[str]:
-        """Feeds with a scheduled run requested at or after ``since``: the schedule is not due for them yet.
+    async def last_scheduled(self, since: datetime) -> dict[str, datetime]:
+        """Each feed's latest scheduled run requested at or after ``since``: the schedule is not due for them yet.
 
         A range on ``requestedAt`` (the runs list's index), so it reads the runs of one interval, not
         the whole collection.
         """
-        recent = self.import_logs.find({"requestedAt": {"$gte": since}, "trigger": "schedule"}, {"_id": 0, "sourceUrl": 1})
-        return {doc["sourceUrl"] async for doc in recent}
+        recent = self.import_logs.find({"requestedAt": {"$gte": since}, "trigger": "schedule"},
+                                       {"_id": 0, "sourceUrl": 1, "requestedAt": 1})
+        latest: dict[str, datetime] = {}
+        async for doc in recent:
+            url, at = doc.get("sourceUrl"), doc.get("requestedAt")
+            if isinstance(url, str) and isinstance(at, datetime) and (url not in latest or at > latest[url]):
+                latest[url] = at
+        return latest
 
     # --- the write path: small commands, a bounded number in flight -------------------------------
     #

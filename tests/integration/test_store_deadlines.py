@@ -160,14 +160,17 @@ async def test_the_worker_queries_are_accepted_by_the_real_store_under_a_deadlin
                                              for i, (url, status) in enumerate([("https://x/a", "running"), ("https://x/a", "pending"),
                                                                                 ("https://x/b", "completed")])])
         assert await store.active_sources() == {"https://x/a"}
-        # The schedule's memory (agents/scheduler.py): scheduled runs since a moment, by feed.
+        # The schedule's memory (agents/scheduler.py): each feed's latest scheduled run since a moment.
         hour = timedelta(hours=1)
         await store.import_logs.insert_many([
             {"_id": f"s{i}", "runId": f"s{i}", "sourceUrl": url, "status": "completed", "trigger": trigger, "requestedAt": at}
             for i, (url, trigger, at) in enumerate([("https://x/c", "schedule", now - hour / 4), ("https://x/d", "manual", now - hour / 4),
-                                                    ("https://x/e", "schedule", now - 2 * hour), ("https://x/f", "schedule", now)])])
-        assert await store.recently_scheduled(now - hour) == {"https://x/c", "https://x/f"}
-        assert await store.recently_scheduled(now + hour) == set()
+                                                    ("https://x/e", "schedule", now - 2 * hour), ("https://x/f", "schedule", now),
+                                                    ("https://x/c", "schedule", now - hour / 2)])])
+        latest = await store.last_scheduled(now - hour)
+        assert sorted(latest) == ["https://x/c", "https://x/f"]
+        assert abs(latest["https://x/c"] - (now - hour / 4)) < timedelta(milliseconds=1)  # the store keeps milliseconds
+        assert await store.last_scheduled(now + hour) == {}
     finally:
         await store.client.drop_database(f"deadline_{unique}")
         await store.close()
