@@ -28,7 +28,8 @@ from models.dedupe import classify, forget_rejected
 from models.messages import PostingsEnvelope, Rejected, decode_parsed
 from models.postings import change_event
 from models.runs import iso, outcomes_event, utc_now
-from streams.app import ChangelogAcks, Pipeline, Topics, ack_all, batches, set_current_event
+from streams.app import Pipeline, Topics, ack_all
+from streams.faust_internals import ChangelogAcks, batches, partition_db, set_current_event
 from streams.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -59,10 +60,10 @@ class Dedupe:
         more than the read (py-spy: a tenth of a worker in a re-import). The key is stored as Faust's
         json key codec writes it; the value as written (raw bytes). Other stores take ``lookup``.
         """
-        open_db = getattr(self.table.data, "_db_for_partition", None)
-        if open_db is None:
+        db = partition_db(self.table, partition)
+        if db is None:
             return self.lookup
-        get, loads, dumps = open_db(partition).get, orjson.loads, orjson.dumps
+        get, loads, dumps = db.get, orjson.loads, orjson.dumps
 
         def read(key: str) -> dict[str, Any] | None:
             value = get(dumps(key))

@@ -33,8 +33,9 @@ from models.feed import FeedError
 from models.feedstream import FeedSummary, Row, tail_failure
 from models.messages import decode_command
 from models.runs import compact_failures, iso, outcomes_event, utc_now
-from streams import faust_fixes
-from streams.app import Pipeline, Topics, ack_all, batches
+from streams import faust_internals
+from streams.app import Pipeline, Topics, ack_all
+from streams.faust_internals import batches
 from streams.settings import Settings
 from streams.store import Store, until_reachable
 
@@ -345,7 +346,7 @@ class Poller:
                                len(abandoned), [command.value["runId"] for command in commands if command.event in abandoned])
                 await ack_all(stream, [event for event in events if event not in abandoned])
                 # This agent acks nothing more: the stop must not wait for the commands it holds.
-                faust_fixes.release(stream.app.consumer, self.topics.commands.get_topic_name())
+                faust_internals.release(stream.app.consumer, self.topics.commands.get_topic_name())
                 return
             for command, result in zip(commands, results, strict=True):
                 if isinstance(result, Exception):

@@ -33,7 +33,8 @@ from models.envelopes import partition_of
 from models.messages import Change, decode_changes
 from models.postings import job_insert, job_upsert, search_document, version_guard
 from models.runs import iso, outcomes_event, parse_iso, utc_now
-from streams.app import Pipeline, Topics, ack_all, batches
+from streams.app import Pipeline, Topics, ack_all
+from streams.faust_internals import batches
 from streams.settings import Settings
 from streams.store import DUPLICATE_KEY, Store, unreachable, until_reachable
 

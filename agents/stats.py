@@ -30,7 +30,8 @@ from agents import metrics
 from agents.inbox import Inbox, Received
 from models.messages import Progress, decode_progress
 from models.runs import FINISHED, as_mongo, fold, iso, missing_seqs, needs_repair, parse_iso, snapshot
-from streams.app import ChangelogAcks, Pipeline, Topics, ack_all, batches, consumer_lag, set_current_event
+from streams.app import Pipeline, Topics, ack_all, consumer_lag
+from streams.faust_internals import ChangelogAcks, batches, set_current_event
 from streams.settings import Settings
 from streams.store import DUPLICATE_KEY, Store, until_reachable
 

@@ -7,18 +7,13 @@ pipelines (own topic prefix, own app id) side by side.
 
 from __future__ import annotations
 
-import asyncio
-import time
-import weakref
-from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from typing import Any
 
 import faust
-from faust.streams import _current_event
 from faust.types import EventT, StreamT, TopicT
 
-from streams import faust_fixes
+from streams import faust_internals
 from streams.settings import Settings
 
 # SPEC §4 topics, plus ``jobs.upserts``: the dedupe agent's created/updated decisions waiting for
@@ -65,7 +60,7 @@ class Pipeline:
 
 
 def create_app(settings: Settings) -> faust.App:
-    faust_fixes.install()  # before the app makes its consumer: see streams/faust_fixes.py
+    faust_internals.install()  # before the app makes its consumer: see streams/faust_internals.py
     return faust.App(
         settings.app_id,
         broker=[f"kafka://{server.strip()}" for server in settings.kafka_bootstrap_servers.split(",")],
@@ -144,80 +139,6 @@ def create_pipeline(settings: Settings) -> Pipeline:
     return Pipeline(settings, app, topics, dedupe_table, runs_table)
 
 
-def set_current_event(event: EventT[Any]) -> None:
-    """Make ``event`` the one a table write belongs to.
-
-    Faust decides a table key's changelog partition (and its RocksDB partition) from the current
-    event. Inside a batch from ``noack_take`` the current event is the batch's last one, which is
-    the wrong partition for every other key; each write therefore names its own event first.
-    """
-    _current_event.set(weakref.ref(event))
-
-
-LINGER_SECONDS = 0.05
-
-
-async def batches(stream: StreamT[Any], size: int, within: float, linger: float = LINGER_SECONDS) -> AsyncIterator[list[EventT[Any]]]:
-    """Batches of at most ``size`` events that are *not* acked: the agent acks them after its work is safe.
-
-    A batch closes when it is full, ``within`` seconds after its first event, or when no further
-    event waits in the agent's queue as a ``linger``-second take returns. So a backlog still makes
-    full batches, while a lone small feed does not wait out a whole window at every stage
-    (Faust's take alone waits its whole timeout for a batch that is not full).
-    (``stream.take()`` acks in a ``finally``, even when the body failed: see FAUST-NOTES.md;
-    ``noack_take`` runs no background read that could ack, and events carried from one of its
-    chunks to the next batch stay unacked until the agent acks them.)
-    """
-    pending: list[EventT[Any]] = []
-    opened = 0.0
-    async for chunk in stream.noack_take(size, within=min(linger, within)):  # type: ignore[attr-defined]
-        if not pending:
-            opened = time.monotonic()
-        pending.extend(chunk)
-        while len(pending) >= size:
-            yield pending[:size]
-            pending = pending[size:]
-            opened = time.monotonic()
-        if pending and (time.monotonic() - opened >= within or not waiting(stream)):
-            yield pending
-            pending = []
-
-
-def waiting(stream: StreamT[Any]) -> bool:
-    """Whether events are queued for this agent already (fetched from Kafka, not yet taken)."""
-    try:
-        return not stream.channel.empty()  # type: ignore[attr-defined]
-    except (AttributeError, RuntimeError):  # no queue yet: nothing waits
-        return False
-
-
-class ChangelogAcks:
-    """The changelog records a table sent since the last ``wait``, so an agent acks its input only after them.
-
-    Faust sends a table write's changelog record in the background and does not tie it to the event.
-    The dedupe agent acked an envelope once its upserts and outcomes were in the broker; killed a moment
-    later, the worker had not delivered the table's changelog records, and the partition's next owner
-    recovered a table without them: 4 of 1,771 unchanged postings of the next run were called new or
-    updated (chaos --rebalance, join-then-kill). An agent awaits ``wait()`` before it acks.
-    """
-
-    def __init__(self, table: Any) -> None:
-        self.pending: list[Awaitable[Any]] = []
-        send = table.send_changelog
-
-        def send_changelog(*args: Any, **kwargs: Any) -> Any:
-            future = send(*args, **kwargs)
-            self.pending.append(future)
-            return future
-
-        table.send_changelog = send_changelog  # Table.on_key_set and on_key_del call it for every write
-
-    async def wait(self) -> None:
-        pending, self.pending = self.pending, []
-        if pending:
-            await asyncio.gather(*pending)
-
-
 async def ack_all(stream: StreamT[Any], events: list[EventT[Any]]) -> None:
     for event in events:
         await stream.ack(event)
@@ -230,9 +151,9 @@ async def consumer_lag(app: faust.App, topic_prefix: str) -> dict[Any, int]:
     if not assigned:
         return {}
     ends = await consumer.highwaters(*assigned)
-    committed = getattr(consumer, "_committed_offset", {})  # faust keeps no public accessor
+    committed = faust_internals.committed_offsets(consumer)
     lag = {}
     for tp in assigned:
-        done = committed.get(tp) or await faust_fixes.position_or_none(consumer, tp) or 0
+        done = committed.get(tp) or await faust_internals.position_or_none(consumer, tp) or 0
         lag[tp] = max(0, ends.get(tp, 0) - done)
     return lag

@@ -16,7 +16,7 @@ import agents
 from agents import metrics
 from agents.parsing import ParserPool, default_processes
 from models.registry import RegistryError, parse_feeds_file
-from streams import faust_fixes
+from streams import faust_internals
 from streams.app import consumer_lag, create_pipeline
 from streams.readiness import ReadinessProbe, serve_probes
 from streams.settings import Settings
@@ -73,7 +73,7 @@ def run_worker(settings: Settings) -> None:
     pipeline.app.task(watch_readiness)
     pipeline.app.task(watch_event_loop_lag)
     pipeline.app.timer(10.0, name="observe_consumer_lag")(observe_consumer_lag)
-    skipped = faust_fixes.SkippedWatch()
+    skipped = faust_internals.SkippedWatch()
 
     async def read_skipped_again() -> None:
         if not pipeline.app.rebalancing:

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from streams.app import batches
+from streams.faust_internals import batches
 
 
 @dataclass

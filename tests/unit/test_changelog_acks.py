@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from streams.app import ChangelogAcks, create_pipeline, set_current_event
+from streams.app import create_pipeline
+from streams.faust_internals import ChangelogAcks, set_current_event
 from streams.settings import Settings
 
 

@@ -16,7 +16,8 @@ from agents.dedupe import Dedupe
 from models.dedupe import RECENT_KEPT, Classification, classify, forget_rejected, rejected_event
 from models.envelopes import ITEM_OVERHEAD, murmur2, pack, partition_of, postings_envelope
 from models.feed import dedupe_key
-from streams.app import create_pipeline, set_current_event
+from streams.app import create_pipeline
+from streams.faust_internals import set_current_event
 from streams.settings import Settings
 
 

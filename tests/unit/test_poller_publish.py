@@ -207,7 +207,7 @@ class StoppingParsers:
 
 
 class Held:
-    """A Faust message as ``faust_fixes.release`` sees it."""
+    """A Faust message as ``faust_internals.release`` sees it."""
 
     def __init__(self, offset: int) -> None:
         self.topic, self.offset, self.acked = "jobstream.commands", offset, False

@@ -1,4 +1,4 @@
-"""The corrections of streams/faust_fixes.py on a real faust-streaming consumer (no broker needed)."""
+"""The corrections of streams/faust_internals.py on a real faust-streaming consumer (no broker needed)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from faust.transport.consumer import Consumer
 from faust.types import TP
 from packaging.specifiers import SpecifierSet
 
-from streams import faust_fixes
+from streams import faust_internals
 from streams.app import create_app
 from streams.settings import Settings
 
@@ -24,13 +24,13 @@ def consumer() -> Any:
 
 
 def test_the_installed_faust_is_the_one_the_corrections_were_read_against() -> None:
-    assert version("faust-streaming") in SpecifierSet(faust_fixes.FAUST_VERSIONS)
+    assert version("faust-streaming") in SpecifierSet(faust_internals.FAUST_VERSIONS)
 
 
 def test_the_fetch_loop_never_sees_a_read_offset_so_it_drops_nothing(consumer: Any) -> None:
     """Faust's loop drops a record whose offset is below ``_read_offset[tp]``; it advanced that offset for
     records it did not deliver (flow suspended), and dropped them when the seek fetched them again."""
-    assert isinstance(consumer._read_offset, faust_fixes.NoReadGuard)
+    assert isinstance(consumer._read_offset, faust_internals.NoReadGuard)
     consumer._read_offset[PARTITION] = 6  # what the loop writes after a record it held back
     get = consumer._read_offset.__getitem__  # what the loop binds when it starts
     assert get(PARTITION) is None and get(TP("other", 0)) is None
@@ -59,8 +59,8 @@ def test_faust_as_shipped_commits_past_the_unacked_message() -> None:
     shipped._committed_offset[PARTITION] = 4
     shipped._acked[PARTITION] = [5, 6]
     shipped._acked_index[PARTITION] = {5, 6}
-    assert faust_fixes._original_new_offset(shipped, PARTITION) == 7
-    assert Consumer._new_offset is faust_fixes._new_offset
+    assert faust_internals._original_new_offset(shipped, PARTITION) == 7
+    assert Consumer._new_offset is faust_internals._new_offset
 
 
 class SeekingConsumer:
@@ -89,12 +89,12 @@ async def test_partitions_with_nothing_committed_are_sought_to_their_start(monke
     async def faust_seek(_consumer: Any) -> None:  # Faust's own part: seeks the positive committed offsets
         return None
 
-    monkeypatch.setattr(faust_fixes, "_original_perform_seek", faust_seek)
+    monkeypatch.setattr(faust_internals, "_original_perform_seek", faust_seek)
     fresh, zero, used = TP("jobstream.commands", 0), TP("jobstream.commands", 1), TP("jobstream.commands", 2)
     consumer = SeekingConsumer({fresh: None, zero: 0, used: 17})
-    await faust_fixes._perform_seek(cast(Any, consumer))
+    await faust_internals._perform_seek(cast(Any, consumer))
     assert consumer.sought == {fresh: 3, zero: 3}  # not the one with a commit, not the changelog
-    assert Consumer.perform_seek is faust_fixes._perform_seek
+    assert Consumer.perform_seek is faust_internals._perform_seek
 
 
 def test_released_messages_are_no_longer_waited_for_and_never_committed(consumer: Any) -> None:
@@ -104,7 +104,7 @@ def test_released_messages_are_no_longer_waited_for_and_never_committed(consumer
 
     held, other = message(PARTITION.topic, 4), message("jobstream.jobs.parsed", 9)
     consumer._unacked_messages.update({held, other})
-    assert faust_fixes.release(consumer, PARTITION.topic) == 1
+    assert faust_internals.release(consumer, PARTITION.topic) == 1
     assert held not in consumer._unacked_messages and not held.acked
     assert other in consumer._unacked_messages, "other agents' messages are still theirs to ack"
     assert offsets(consumer, 4, []) is None  # nothing acked: nothing to commit
@@ -127,7 +127,7 @@ async def test_a_partition_read_past_a_message_no_agent_received_is_read_again()
     skipped, busy, idle = TP("jobstream.commands", 0), TP("jobstream.commands", 1), TP("jobstream.commands", 2)
     consumer = WatchedConsumer({skipped: 4, busy: 7, idle: 9}, {skipped: 6, busy: 8, idle: 9})
     consumer._unacked_messages.add(type("Message", (), {"tp": busy, "offset": 7})())  # an agent holds it
-    watch = faust_fixes.SkippedWatch(patience=3)
+    watch = faust_internals.SkippedWatch(patience=3)
     assert await watch.check(cast(Any, consumer)) == []
     assert await watch.check(cast(Any, consumer)) == []
     assert await watch.check(cast(Any, consumer)) == [skipped]
@@ -137,7 +137,7 @@ async def test_a_partition_read_past_a_message_no_agent_received_is_read_again()
 async def test_a_commit_that_moves_or_an_ack_resets_the_suspicion() -> None:
     tp = TP("jobstream.commands", 0)
     consumer = WatchedConsumer({tp: 4}, {tp: 6})
-    watch = faust_fixes.SkippedWatch(patience=2)
+    watch = faust_internals.SkippedWatch(patience=2)
     assert await watch.check(cast(Any, consumer)) == []
     consumer._committed_offset[tp] = 5  # progress: the count starts again
     assert await watch.check(cast(Any, consumer)) == []
@@ -156,5 +156,28 @@ async def test_a_partition_revoked_while_a_timer_reads_its_position_is_skipped_n
 
     tp = TP("jobstream.import.progress", 3)
     consumer = Revoked({tp: 4}, {})
-    assert await faust_fixes.position_or_none(consumer, tp) is None
-    assert await faust_fixes.SkippedWatch(patience=1).check(cast(Any, consumer)) == []
+    assert await faust_internals.position_or_none(consumer, tp) is None
+    assert await faust_internals.SkippedWatch(patience=1).check(cast(Any, consumer)) == []
+
+
+def test_install_refuses_a_faust_outside_the_range_read_and_tested(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(faust_internals, "version", lambda _name: "0.16.0")
+    with pytest.raises(RuntimeError, match=r"faust-streaming 0\.16\.0 is installed"):
+        faust_internals.install()
+
+
+def test_the_private_parts_the_accessors_use_are_where_they_were_read(consumer: Any) -> None:
+    """Each accessor's private part, as this faust-streaming has it (the behaviours are pinned by their own tests:
+    test_batches, test_changelog_acks, test_dedupe's direct RocksDB read, and the corrections above)."""
+    import faust  # noqa: PLC0415 - the test names faust's own classes
+    from faust.streams import current_event  # noqa: PLC0415
+
+    assert callable(faust.Stream.noack_take)  # batches: a take that does not ack
+    assert callable(faust.Table.send_changelog)  # ChangelogAcks wraps it per table
+    assert faust_internals.committed_offsets(consumer) is consumer._committed_offset
+    consumer._committed_offset[PARTITION] = 9
+    assert faust_internals.committed_offsets(consumer)[PARTITION] == 9
+    event = cast(Any, type("Event", (), {"message": None})())
+    faust_internals.set_current_event(event)
+    assert current_event() is event  # the table's write path reads it here
+    assert faust_internals.partition_db(type("Table", (), {"data": {}})(), 0) is None, "not RocksDB: no direct read"

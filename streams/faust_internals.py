@@ -1,10 +1,26 @@
-"""Three corrections to faust-streaming's consumer that keep a rebalance from losing messages.
+"""Every use jobstream makes of faust-streaming's private parts, in one place, each with why.
 
-Each was found by ``deploy/chaos.py --rebalance`` with ``DEVLOG=1`` (mode's developer log): after a
-worker was killed, stopped or joined while runs were requested, commands that no worker ever ran
-were logged as ``DROPPED MESSAGE ROFF 4`` by the worker that took their partition over, and the
-group's committed offset later moved past them. Pinned for faust-streaming 0.15 (setup.cfg); tests
-in ``tests/unit/test_faust_fixes.py`` fail on an unpatched consumer.
+Pinned to the faust-streaming versions in ``FAUST_VERSIONS`` (setup.cfg requires the same range;
+``install`` refuses any other, and ``tests/unit/test_faust_internals.py`` pins each behaviour relied
+on here, so an upgrade that changes one fails there first, not in a rebalance).
+
+**Accessors** (Faust has no public way to do these):
+- ``set_current_event`` (``faust.streams._current_event``): a table write's partition is the current
+  event's; a batch writes keys of many events.
+- ``batches`` (``Stream.noack_take``, ``Stream.channel``): batches that stay unacked until the agent's
+  work is safe; ``take()`` acks in a ``finally`` (FAUST-NOTES.md).
+- ``ChangelogAcks`` (``Table.send_changelog``): an agent acks its input only once the table's
+  changelog records of it are in the broker.
+- ``committed_offsets`` (``Consumer._committed_offset``): consumer lag and the checks below.
+- ``partition_db`` (the RocksDB store's ``_db_for_partition``): the dedupe agent reads one
+  partition's database directly (Faust's read path cost more than the read).
+- ``release`` (``Consumer._unacked_messages``): a stopping poller hands back commands it abandons.
+
+**Corrections** of the consumer that keep a rebalance from losing messages, each found by
+``deploy/chaos.py --rebalance`` with ``DEVLOG=1`` (mode's developer log): after a worker was
+killed, stopped or joined while runs were requested, commands that no worker ever ran were logged
+as ``DROPPED MESSAGE ROFF 4`` by the worker that took their partition over, and the group's
+committed offset later moved past them.
 
 1. **The read-offset guard drops messages it never delivered.** Faust's fetch loop skips a record
    whose offset is below the partition's "read offset", to hide records it already handed to the
@@ -34,15 +50,115 @@ in ``tests/unit/test_faust_fixes.py`` fail on an unpatched consumer.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable
+from importlib.metadata import version
 from typing import Any
 
 from aiokafka.errors import IllegalStateError
+from faust.streams import _current_event
 from faust.transport.consumer import Consumer
+from faust.types import EventT, StreamT
+from packaging.specifiers import SpecifierSet
 
 logger = logging.getLogger(__name__)
 
-FAUST_VERSIONS = ">=0.11,<0.16"  # the range these corrections were read against (setup.cfg pins the same)
+FAUST_VERSIONS = ">=0.15,<0.16"  # the range this module was read and tested against (setup.cfg requires the same)
+
+
+# --- accessors --------------------------------------------------------------------------------
+
+def set_current_event(event: EventT[Any]) -> None:
+    """Make ``event`` the one a table write belongs to.
+
+    Faust decides a table key's changelog partition (and its RocksDB partition) from the current
+    event. Inside a batch from ``noack_take`` the current event is the batch's last one, which is
+    the wrong partition for every other key; each write therefore names its own event first.
+    """
+    _current_event.set(weakref.ref(event))
+
+
+LINGER_SECONDS = 0.05
+
+
+async def batches(stream: StreamT[Any], size: int, within: float, linger: float = LINGER_SECONDS) -> AsyncIterator[list[EventT[Any]]]:
+    """Batches of at most ``size`` events that are *not* acked: the agent acks them after its work is safe.
+
+    A batch closes when it is full, ``within`` seconds after its first event, or when no further
+    event waits in the agent's queue as a ``linger``-second take returns. So a backlog still makes
+    full batches, while a lone small feed does not wait out a whole window at every stage
+    (Faust's take alone waits its whole timeout for a batch that is not full).
+    (``stream.take()`` acks in a ``finally``, even when the body failed: see FAUST-NOTES.md;
+    ``noack_take`` runs no background read that could ack, and events carried from one of its
+    chunks to the next batch stay unacked until the agent acks them.)
+    """
+    pending: list[EventT[Any]] = []
+    opened = 0.0
+    async for chunk in stream.noack_take(size, within=min(linger, within)):  # type: ignore[attr-defined]
+        if not pending:
+            opened = time.monotonic()
+        pending.extend(chunk)
+        while len(pending) >= size:
+            yield pending[:size]
+            pending = pending[size:]
+            opened = time.monotonic()
+        if pending and (time.monotonic() - opened >= within or not waiting(stream)):
+            yield pending
+            pending = []
+
+
+def waiting(stream: StreamT[Any]) -> bool:
+    """Whether events are queued for this agent already (fetched from Kafka, not yet taken)."""
+    try:
+        return not stream.channel.empty()  # type: ignore[attr-defined]
+    except (AttributeError, RuntimeError):  # no queue yet: nothing waits
+        return False
+
+
+class ChangelogAcks:
+    """The changelog records a table sent since the last ``wait``, so an agent acks its input only after them.
+
+    Faust sends a table write's changelog record in the background and does not tie it to the event.
+    The dedupe agent acked an envelope once its upserts and outcomes were in the broker; killed a moment
+    later, the worker had not delivered the table's changelog records, and the partition's next owner
+    recovered a table without them: 4 of 1,771 unchanged postings of the next run were called new or
+    updated (chaos --rebalance, join-then-kill). An agent awaits ``wait()`` before it acks.
+    """
+
+    def __init__(self, table: Any) -> None:
+        self.pending: list[Awaitable[Any]] = []
+        send = table.send_changelog
+
+        def send_changelog(*args: Any, **kwargs: Any) -> Any:
+            future = send(*args, **kwargs)
+            self.pending.append(future)
+            return future
+
+        table.send_changelog = send_changelog  # Table.on_key_set and on_key_del call it for every write
+
+    async def wait(self) -> None:
+        pending, self.pending = self.pending, []
+        if pending:
+            await asyncio.gather(*pending)
+
+
+def committed_offsets(consumer: Any) -> dict[Any, int | None]:
+    """The offsets this worker committed, by partition (``Consumer._committed_offset``; no public accessor)."""
+    committed: dict[Any, int | None] = getattr(consumer, "_committed_offset", {})
+    return committed
+
+
+def partition_db(table: Any, partition: int) -> Any | None:
+    """The RocksDB database of one table partition, or None on any other store (e.g. ``memory://`` in tests)."""
+    open_db: Callable[[int], Any] | None = getattr(table.data, "_db_for_partition", None)
+    return None if open_db is None else open_db(partition)
+
+
+# --- corrections ------------------------------------------------------------------------------
+
 
 
 class NoReadGuard(dict[Any, Any]):
@@ -170,7 +286,14 @@ class SkippedWatch:
 
 
 def install() -> None:
-    """Apply the corrections to every Faust consumer (idempotent; ``create_app`` calls it before the app's consumer exists)."""
+    """Apply the corrections to every Faust consumer (idempotent; ``create_app`` calls it before the app's consumer exists).
+
+    Refuses a faust-streaming outside ``FAUST_VERSIONS``: the private parts above may have changed there.
+    """
+    installed = version("faust-streaming")
+    if installed not in SpecifierSet(FAUST_VERSIONS):
+        raise RuntimeError(f"faust-streaming {installed} is installed; jobstream's use of its internals "
+                           f"(streams/faust_internals.py) was read and tested against {FAUST_VERSIONS}")
     Consumer._new_offset = _new_offset  # type: ignore[method-assign]
     Consumer.__init__ = _init  # type: ignore[method-assign]
     Consumer.perform_seek = _perform_seek  # type: ignore[method-assign]
