@@ -19,6 +19,7 @@ import hashlib
 import hmac
 import ipaddress
 import math
+import re
 import time
 from collections.abc import Mapping
 from urllib.parse import urlsplit
@@ -48,6 +49,8 @@ OPEN_READS = frozenset({"/health", "/metrics", "/api/openapi.json", SESSION_PATH
 # Monitoring is never rate-limited: a 429 would read as the API being down.
 UNLIMITED_READS = frozenset({"/health", "/metrics"})
 MAX_SESSION_VALUE = 100
+# What a Host header may hold: a name, an IPv4 or [IPv6] address, a port (``_``: some internal names have it).
+HOST_CHARACTERS = re.compile(r"[A-Za-z0-9._\-:\[\]]+")
 
 
 # --- pure rules --------------------------------------------------------------------------------
@@ -78,7 +81,7 @@ def exposure_problem(settings: Settings) -> str | None:
 
 def split_host(host: str) -> tuple[str, int | None] | None:
     """(hostname, port) of a Host header value; None when it is not one (host names are ASCII: IDNA)."""
-    if not host.isascii():
+    if not HOST_CHARACTERS.fullmatch(host.strip()):
         return None
     try:
         parts = urlsplit(f"//{host.strip()}")
