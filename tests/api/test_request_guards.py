@@ -413,3 +413,18 @@ def test_compose_sets_a_token_for_its_exposed_api() -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     env: dict[str, Any] = compose["services"]["api"]["environment"]
     assert env["API_HOST"] == EVERYWHERE and "API_TOKEN" in env and "${API_TOKEN" in str(env["API_TOKEN"])
+
+
+def test_compose_lists_the_host_names_its_clients_use() -> None:
+    """Prometheus scrapes the API by its service name: without it in API_ALLOWED_HOSTS every scrape would be 421."""
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    env: dict[str, Any] = compose["services"]["api"]["environment"]
+    default = str(env["API_ALLOWED_HOSTS"]).removeprefix("${API_ALLOWED_HOSTS:-").removesuffix("}")
+    settings = Settings.from_env({"API_HOST": EVERYWHERE, "API_TOKEN": "t", "API_ALLOWED_HOSTS": default})
+    prometheus = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text())
+    [api_job] = [job for job in prometheus["scrape_configs"] if job["job_name"] == "jobstream-api"]
+    for target in api_job["static_configs"][0]["targets"]:
+        assert host_allowed(target, settings.api_host, settings.allowed_hosts), target
+    assert not host_allowed("evil.example:8080", settings.api_host, settings.allowed_hosts)
+    Settings.from_env({"API_TOKEN": "t", "API_READS_REQUIRE_TOKEN":
+                       str(env["API_READS_REQUIRE_TOKEN"]).removeprefix("${API_READS_REQUIRE_TOKEN:-").removesuffix("}")})
