@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
 import time
 import weakref
@@ -17,32 +16,41 @@ from aiohttp.typedefs import Handler
 from pymongo.errors import ConnectionFailure, PyMongoError
 
 from api.context import (
+    FEED_ADDS,
     FOLLOWER_READY,
     HUB,
     KAFKA,
+    LAST_RUNS,
     METRICS,
     OPTIONS,
     RATE_LIMITS,
+    READ_LIMITS,
     RUN_CLAIMS,
     SETTINGS,
+    SSE_SLOTS,
     STATIC_FILES,
     STORE,
     STREAMS,
     TOKEN_HOLDER,
     ApiOptions,
 )
-from api.events import LogHub
+from api.events import LogHub, StreamSlots
 from api.guards import (
     MAX_BODY_BYTES,
     MUTATING,
+    SESSION_PATH,
     body_middleware,
+    credential,
     exposure_problem,
     host_middleware,
+    is_loopback,
     origin_middleware,
     rate_limit_middleware,
+    read_needs_token,
 )
 from api.handlers import json_response, routes, static_files
 from api.kafka import KafkaLink, follow_import_logs
+from api.lastruns import LastRuns
 from api.limits import RunClaims, TokenBuckets
 from api.metrics import ApiMetrics
 from api.queries import ApiError
@@ -76,6 +84,10 @@ def create_app(settings: Settings, options: ApiOptions | None = None) -> web.App
     app[OPTIONS] = options
     app[METRICS] = metrics
     app[RATE_LIMITS] = TokenBuckets(options.rate_limit_burst, options.rate_limit_per_second)
+    app[READ_LIMITS] = TokenBuckets(options.read_rate_limit_burst, options.read_rate_limit_per_second)
+    app[SSE_SLOTS] = StreamSlots(settings.max_sse_clients)
+    app[FEED_ADDS] = asyncio.Lock()
+    app[LAST_RUNS] = LastRuns()
     app[RUN_CLAIMS] = RunClaims(settings.run_timeout_seconds)
     app[HUB] = LogHub(options.sse_ring_size, options.sse_queue_size, on_dropped=metrics.sse_dropped.inc)
     app[STREAMS] = weakref.WeakSet()
@@ -96,8 +108,14 @@ def run_api(settings: Settings) -> None:
         app = create_app(settings)
     except SettingsError as exc:  # printed to stderr, exit status 1: no traceback for a configuration mistake
         raise SystemExit(f"jobstream api: {exc}") from None
+    auth = ("token for reads and changes" if settings.api_reads_require_token else "token for changes") \
+        if settings.api_token else "none"
     logger.info("api starting kafka=%s mongo=%s db=%s auth=%s", settings.kafka_bootstrap_servers,
-                settings.mongo_url_redacted, settings.mongo_db, "token" if settings.api_token else "none")
+                settings.mongo_url_redacted, settings.mongo_db, auth)
+    if not is_loopback(settings.api_host) and not settings.allowed_hosts:
+        logger.warning("API_HOST=%s and API_ALLOWED_HOSTS is empty: only requests naming a loopback host or an IP "
+                       "address in their Host header are served (421 otherwise); list the names clients use",
+                       settings.api_host)
     web.run_app(app, host=settings.api_host, port=settings.api_port, shutdown_timeout=10.0,
                 access_log=logging.getLogger("api.access"), print=lambda *_: logger.info("API ready on %s", url))
 
@@ -250,16 +268,22 @@ async def store_deadline_middleware(request: web.Request, handler: Handler) -> w
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """With API_TOKEN set, mutating requests need ``Authorization: Bearer <token>`` (constant-time compare)."""
-    token = request.app[SETTINGS].api_token
-    if token and request.method in MUTATING:
-        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-        try:
-            offered = given.strip().encode()
-        except UnicodeEncodeError:  # bytes that are not UTF-8 (kept as surrogates): a wrong token, not a 500
-            offered = b""
-        if scheme.lower() != "bearer" or not offered or not hmac.compare_digest(offered, token.encode()):
-            raise ApiError(401, "missing or wrong bearer token (Authorization: Bearer <API_TOKEN>)",
+    """With API_TOKEN set, changes need ``Authorization: Bearer <token>`` (constant-time compare); with
+    API_READS_REQUIRE_TOKEN also reads of the API's data, by the bearer token or the session cookie.
+
+    The cookie is for reads only (EventSource cannot send a header): a change always needs the header,
+    which no other site's page can make a browser send. ``/api/session`` is where the cookie is made.
+    """
+    settings = request.app[SETTINGS]
+    if settings.api_token and request.path != SESSION_PATH:
+        held = credential(request)
+        if request.method in MUTATING:
+            if held != "bearer":
+                raise ApiError(401, "missing or wrong bearer token (Authorization: Bearer <API_TOKEN>)",
+                               {"WWW-Authenticate": 'Bearer realm="jobstream"'})
+            request[TOKEN_HOLDER] = True
+        elif settings.api_reads_require_token and read_needs_token(request.path) and not held:
+            raise ApiError(401, "reading this API needs its token: Authorization: Bearer <API_TOKEN>, or the "
+                                "session cookie of POST /api/session (the dashboard's Token button)",
                            {"WWW-Authenticate": 'Bearer realm="jobstream"'})
-        request[TOKEN_HOLDER] = True
     return await handler(request)

@@ -10,8 +10,9 @@ from pathlib import Path
 from aiohttp import web
 from aiohttp_sse import EventSourceResponse
 
-from api.events import LogHub
+from api.events import LogHub, StreamSlots
 from api.kafka import KafkaLink
+from api.lastruns import LastRuns
 from api.limits import RunClaims, TokenBuckets
 from api.metrics import ApiMetrics
 from streams.settings import Settings
@@ -38,6 +39,12 @@ class ApiOptions:
     # A person at the dashboard stays far below; a script gets 429 with Retry-After and should wait.
     rate_limit_burst: int = 30
     rate_limit_per_second: float = 1.0
+    # Reads (GET, the dashboard's files and the SSE stream included; not /health or /metrics) per client
+    # address, and per API token for requests that carry it: a page load is about 15 reads.
+    read_rate_limit_burst: int = 120
+    read_rate_limit_per_second: float = 20.0
+    # How long the session cookie of POST /api/session lets a browser read (API_READS_REQUIRE_TOKEN).
+    session_seconds: int = 12 * 3600
 
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -50,6 +57,13 @@ STREAMS = web.AppKey("streams", weakref.WeakSet[EventSourceResponse])
 FOLLOWER_READY = web.AppKey("follower_ready", asyncio.Event)
 STATIC_FILES = web.AppKey("static_files", dict[str, Path])
 RATE_LIMITS = web.AppKey("rate_limits", TokenBuckets)
+READ_LIMITS = web.AppKey("read_limits", TokenBuckets)
+SSE_SLOTS = web.AppKey("sse_slots", StreamSlots)
+# Held from the registry's count to the insert, so concurrent adds in this process cannot pass MAX_FEEDS.
+FEED_ADDS = web.AppKey("feed_adds", asyncio.Lock)
+LAST_RUNS = web.AppKey("last_runs", LastRuns)
 RUN_CLAIMS = web.AppKey("run_claims", RunClaims)
 # Set by the auth middleware when the request carried the right API_TOKEN.
 TOKEN_HOLDER = web.RequestKey("token_holder", bool)
+# Which proof of API_TOKEN the request carries ("bearer", "session", or "" for none): see api.guards.credential.
+CREDENTIAL = web.RequestKey("credential", str)

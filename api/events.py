@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 logger = logging.getLogger(__name__)
+MAX_SEQ_DIGITS = 18  # far beyond any count of events one process publishes
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +46,27 @@ class Subscription:
         self.queue: asyncio.Queue[LogEvent] = asyncio.Queue(maxsize)
         self.on_drop = on_drop
         self.dropped = False
+
+
+class StreamSlots:
+    """At most ``limit`` SSE streams open at once (MAX_SSE_CLIENTS): each holds a socket, a task and a queue for hours.
+
+    A slot is taken before the response starts (no await between the check and the count), so a burst
+    of connections cannot all pass the check at once.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.open = 0
+
+    def acquire(self) -> bool:
+        if self.open >= self.limit:
+            return False
+        self.open += 1
+        return True
+
+    def release(self) -> None:
+        self.open = max(0, self.open - 1)
 
 
 class LogHub:
@@ -93,7 +115,8 @@ class LogHub:
 
     def _own_seq(self, event_id: str) -> int | None:
         boot, _, seq = event_id.rpartition("-")
-        if boot != self.boot or not seq.isdigit():
+        # ASCII digits only, and few: "²" is a digit int() refuses, 5,000 digits exceed its limit (both were a 500).
+        if boot != self.boot or not (seq.isascii() and seq.isdigit()) or len(seq) > MAX_SEQ_DIGITS:
             return None
         return int(seq)
 

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -20,18 +21,22 @@ from pymongo.errors import ConnectionFailure, DuplicateKeyError, PyMongoError
 
 from api import queries
 from api.context import (
+    FEED_ADDS,
     HUB,
     KAFKA,
+    LAST_RUNS,
     METRICS,
     OPTIONS,
     RUN_CLAIMS,
     SETTINGS,
+    SSE_SLOTS,
     STATIC_FILES,
     STORE,
     STREAMS,
     TOKEN_HOLDER,
 )
 from api.events import LogEvent, LogHub, Replay
+from api.guards import SESSION_COOKIE, SESSION_PATH, session_value, token_matches
 from api.openapi import openapi_document
 from api.queries import ApiError, Document, feed_json, to_json
 from streams.commands import request_runs
@@ -47,6 +52,8 @@ DASHBOARD_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-s
 LOG_LIST_PROJECTION = {"_id": 0, "failures": 0}
 JOB_LIST_PROJECTION = {"description": 0}  # _id (= dedupeKey) is the sort's tie-break; to_json drops it
 SEARCH_PROJECTION = {"_id": 1, "publishedAt": 1}
+MAX_TOKEN_LENGTH = 4096
+SSE_RETRY_AFTER_SECONDS = "10"
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -140,6 +147,41 @@ def static_files(directory: Path) -> dict[str, Path]:
             if path.is_file() and path.suffix in STATIC_TYPES}
 
 
+# --- the browser's session (reads with API_READS_REQUIRE_TOKEN) ----------------------------------
+
+
+@routes.post(SESSION_PATH)
+async def open_session(request: web.Request) -> web.Response:
+    """``{"token"}`` → 204 and an HttpOnly, SameSite=Strict cookie that lets this browser read, EventSource included.
+
+    No bearer header needed (this is where a browser proves it has the token); the rate limit on changes
+    per address bounds guessing, and the origin guard keeps other sites' pages out.
+    """
+    token = request.app[SETTINGS].api_token
+    if not token:
+        raise ApiError(404, "this API has no API_TOKEN: reads and changes need no session")
+    body = await json_body(request)
+    offered = body.get("token") if isinstance(body, dict) else None
+    if not isinstance(offered, str) or not offered or len(offered) > MAX_TOKEN_LENGTH or set(body) != {"token"}:
+        raise ApiError(400, 'body must be {"token": "<API_TOKEN>"}')
+    if not token_matches(offered, token):
+        raise ApiError(401, "wrong token", {"WWW-Authenticate": 'Bearer realm="jobstream"'})
+    seconds = request.app[OPTIONS].session_seconds
+    response = web.Response(status=204)
+    response.set_cookie(SESSION_COOKIE, session_value(token, int(time.time()) + seconds), max_age=seconds, path="/",
+                        httponly=True, samesite="Strict", secure=request.secure)
+    logger.info("session opened from %s for %d s", request.remote, seconds)
+    return response
+
+
+@routes.delete(SESSION_PATH)
+async def close_session(request: web.Request) -> web.Response:
+    """Forget this browser's session cookie (logging out needs no token)."""
+    response = web.Response(status=204)
+    response.del_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="Strict", secure=request.secure)
+    return response
+
+
 # --- import runs ---------------------------------------------------------------------------------
 
 
@@ -192,7 +234,18 @@ async def list_import_logs(request: web.Request) -> web.Response:
 
 @routes.get("/api/import-logs/stream")
 async def stream_import_logs(request: web.Request) -> web.StreamResponse:
-    """Live snapshots; see ``api.events`` for ids, resume and the per-client bound."""
+    """Live snapshots; see ``api.events`` for ids, resume and the per-client bound. 503 past MAX_SSE_CLIENTS."""
+    slots = request.app[SSE_SLOTS]
+    if not slots.acquire():
+        raise ApiError(503, f"too many live streams are open (MAX_SSE_CLIENTS={slots.limit}): retry later",
+                       {"Retry-After": SSE_RETRY_AFTER_SECONDS})
+    try:
+        return await _stream(request)
+    finally:
+        slots.release()
+
+
+async def _stream(request: web.Request) -> web.StreamResponse:
     hub, options, streams, gauge = request.app[HUB], request.app[OPTIONS], request.app[STREAMS], request.app[METRICS].sse_clients
     async with sse_response(request, ping_interval=options.sse_ping_seconds) as stream:
         subscription, replay = hub.subscribe(stream.last_event_id, on_drop=stream.stop_streaming)
@@ -302,15 +355,16 @@ async def get_job(request: web.Request) -> web.Response:
 
 @routes.get("/api/feeds")
 async def list_feeds(request: web.Request) -> web.Response:
-    """Every registered feed with its latest run, so the dashboard shows which feeds are healthy."""
+    """Every registered feed with its latest run, so the dashboard shows which feeds are healthy.
+
+    One find, bounded by MAX_FEEDS (the registry holds no more), and the latest runs in one query
+    where the store can (``api.lastruns``), not one query per feed.
+    """
     store = request.app[STORE]
-    feeds = [doc async for doc in store.feeds.find({}).sort([("createdAt", ASCENDING), ("url", ASCENDING)])]
-    latest = await asyncio.gather(*(
-        store.import_logs.find_one({"sourceUrl": feed["url"]}, {"_id": 0, "runId": 1, "status": 1, "startedAt": 1,
-                                                               "finishedAt": 1, "requestedAt": 1},
-                                   sort=queries.RUNS_ORDER.sort)
-        for feed in feeds))
-    items = [{**feed_json(feed), "lastRun": to_json(run)} for feed, run in zip(feeds, latest, strict=True)]
+    feeds = [doc async for doc in store.feeds.find({}, sort=[("createdAt", ASCENDING), ("url", ASCENDING)],
+                                                   limit=request.app[SETTINGS].max_feeds)]
+    latest = await request.app[LAST_RUNS].of(store.import_logs, [str(feed["url"]) for feed in feeds])
+    items = [{**feed_json(feed), "lastRun": to_json(latest.get(str(feed["url"])))} for feed in feeds]
     return json_response({"items": items, "total": len(items)})
 
 
@@ -320,10 +374,17 @@ async def add_feed(request: web.Request) -> web.Response:
     now = datetime.now(UTC)
     created = now.replace(microsecond=now.microsecond // 1000 * 1000)  # what MongoDB keeps: milliseconds
     doc: Document = {"url": entry.url, "name": entry.name, "enabled": entry.enabled, "createdAt": created}
-    try:
-        result = await request.app[STORE].feeds.insert_one(doc)
-    except DuplicateKeyError:
-        raise ApiError(409, f"feed already registered: {entry.url}") from None
+    feeds, limit = request.app[STORE].feeds, request.app[SETTINGS].max_feeds
+    # Count and insert under one lock: concurrent adds to this process cannot both take the last place.
+    # (Several API processes could each add one past it: MAX_FEEDS bounds work, it is not an exact quota.)
+    async with request.app[FEED_ADDS]:
+        if await feeds.count_documents({}) >= limit:
+            raise ApiError(409, f"the feed registry is full (MAX_FEEDS={limit}): delete or disable feeds you no longer "
+                                "need, or raise MAX_FEEDS")
+        try:
+            result = await feeds.insert_one(doc)
+        except DuplicateKeyError:
+            raise ApiError(409, f"feed already registered: {entry.url}") from None
     doc["_id"] = result.inserted_id
     logger.info("feed added url=%s enabled=%s", entry.url, entry.enabled)
     return json_response({**feed_json(doc), "lastRun": None}, status=201,

@@ -1,4 +1,4 @@
-"""In-memory state of two request limits: the per-client rate of changes, and runs requested but not visible yet.
+"""In-memory state of two request limits: the per-client request rate, and runs requested but not visible yet.
 
 Both are per API process, bounded in size, and driven by an injectable clock so they are tested without waiting.
 """
@@ -10,7 +10,10 @@ from collections.abc import Callable, Iterable, Mapping
 
 
 class TokenBuckets:
-    """A token bucket per client: ``burst`` changes at once, refilled at ``rate`` per second.
+    """A token bucket per client: ``burst`` requests at once, refilled at ``rate`` per second.
+
+    A client is any key: an address, or the API token its holders share. A request may be charged to
+    several keys at once (``take(address, "token")``): it passes only if every one of them has a token.
 
     At most ``max_clients`` buckets are kept; the least recently used goes first (it is then full again,
     the worst being a client's burst granted twice), so many source addresses cannot exhaust memory.
@@ -26,17 +29,20 @@ class TokenBuckets:
         self.max_clients = max_clients
         self._buckets: dict[str, tuple[float, float]] = {}  # client -> (tokens, when counted)
 
-    def take(self, client: str) -> float:
-        """0.0 when the client may go ahead (a token is spent); else the seconds until it may."""
+    def take(self, *clients: str) -> float:
+        """0.0 when every client may go ahead (each spends a token); else the seconds until all may (none spends).
+
+        Nothing is spent on a refusal: a client held back by another key's bucket keeps its own budget.
+        """
         now = self.clock()
-        tokens, counted = self._buckets.pop(client, (float(self.burst), now))
-        tokens = min(float(self.burst), tokens + (now - counted) * self.rate)
-        wait = 0.0
-        if tokens >= 1:
-            tokens -= 1
-        else:
-            wait = (1 - tokens) / self.rate
-        self._buckets[client] = (tokens, now)  # re-inserted: the dict's order is least recently used first
+        levels: dict[str, float] = {}
+        for client in dict.fromkeys(clients):
+            tokens, counted = self._buckets.pop(client, (float(self.burst), now))
+            levels[client] = min(float(self.burst), tokens + (now - counted) * self.rate)
+        wait = max(((1 - tokens) / self.rate for tokens in levels.values() if tokens < 1), default=0.0)
+        for client, tokens in levels.items():
+            # re-inserted: the dict's order is least recently used first
+            self._buckets[client] = (tokens - 1 if wait == 0 else tokens, now)
         while len(self._buckets) > self.max_clients:
             del self._buckets[next(iter(self._buckets))]
         return wait

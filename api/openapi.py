@@ -87,7 +87,17 @@ PAGING = [
 BAD_REQUEST = _error("invalid parameter or body")
 STORE_UNAVAILABLE = _error("MongoDB did not answer within API_STORE_TIMEOUT_SECONDS: `store unavailable`")
 UNAUTHORIZED = _error("API_TOKEN is set and the request lacks `Authorization: Bearer <token>`")
-MISDIRECTED = _error("the API listens on a loopback address and the Host header names another host (DNS rebinding)")
+READ_UNAUTHORIZED = _error("API_TOKEN and API_READS_REQUIRE_TOKEN are set and the request carries neither "
+                           "`Authorization: Bearer <token>` nor a valid session cookie (POST /api/session)")
+MISDIRECTED = _error("the Host header names a host this API does not serve: not a loopback name, API_HOST, an entry "
+                     "of API_ALLOWED_HOSTS or (beyond loopback) an IP address (DNS rebinding)")
+BAD_HOST = _error("the Host header is missing or not a host name")
+READS_LIMITED = _error("this client (address, or API token) sent requests faster than its rate limit",
+                       {"Retry-After": {"description": "seconds to wait", "required": True,
+                                        "schema": {"type": "integer", "minimum": 1}}})
+# Reads anyone may make, also with API_READS_REQUIRE_TOKEN (monitoring, this document, the dashboard's files).
+OPEN_OPERATIONS = frozenset({"health", "metrics", "openapi", "dashboard", "staticFile", "openSession", "closeSession"})
+UNLIMITED_OPERATIONS = frozenset({"health", "metrics"})
 CROSS_ORIGIN = "a change sent from another origin (`Origin`, else `Sec-Fetch-Site` or `Referer`, is not this API's own)"
 # Every change (POST/PATCH/DELETE) passes the same guards before its handler runs.
 GUARDED: dict[str, Schema] = {
@@ -102,6 +112,7 @@ TEXT = 500  # the longest free-text query value (``api.queries.text_param``)
 URL = {"type": "string", "format": "uri", "maxLength": MAX_URL_LENGTH, "description": "http(s) URL with a host, "
        "no control or invisible characters"}
 SECURED: list[dict[str, list[str]]] = [{"bearer": []}]
+READ_SECURED: list[dict[str, list[str]]] = [{}, {"bearer": []}, {"session": []}]  # {}: open unless reads need the token
 TIMESTAMP = {"type": ["string", "null"], "format": "date-time"}
 COUNT = {"type": "integer", "minimum": 0}
 
@@ -218,13 +229,23 @@ def openapi_document() -> dict[str, Any]:
                 "the store does not answer within API_STORE_TIMEOUT_SECONDS (default 5). "
                 "Changes (POST/PATCH/DELETE) must come from this API's own origin (403 otherwise), carry a "
                 f"`{JSON_TYPE}` body if any (415; at most {MAX_BODY_BYTES} bytes, 413), and are rate-limited per "
-                "client (429 with Retry-After). A loopback API answers only requests whose Host names a loopback "
-                "host or API_HOST (421 otherwise)."),
+                "client (429 with Retry-After). Reads are rate-limited too, per address and per API token, "
+                "except /health and /metrics. The API answers only requests whose Host names a loopback host, "
+                "API_HOST, an entry of API_ALLOWED_HOSTS or, beyond loopback, an IP address (421 otherwise). "
+                "With API_READS_REQUIRE_TOKEN, reads under /api/ (but this document and /api/session) need the "
+                "bearer token or the session cookie of POST /api/session (401 otherwise)."),
         },
         "components": {
             "schemas": SCHEMAS,
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
-                                           "description": "Required for POST/PATCH/DELETE when API_TOKEN is set"}},
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer",
+                           "description": "Required for POST/PATCH/DELETE when API_TOKEN is set, and for reads of "
+                                          "/api/ too when API_READS_REQUIRE_TOKEN is on"},
+                "session": {"type": "apiKey", "in": "cookie", "name": "jobstream_session",
+                            "description": "Set by POST /api/session (HttpOnly, SameSite=Strict): lets a browser "
+                                           "read, EventSource included, when API_READS_REQUIRE_TOKEN is on. "
+                                           "Never enough for a change"},
+            },
         },
         "paths": {
             "/": {"get": {"summary": "The live dashboard (HTML)", "operationId": "dashboard",
@@ -244,6 +265,24 @@ def openapi_document() -> dict[str, Any]:
                                                        "content": {"text/plain": {}}}}}},
             "/api/openapi.json": {"get": {"summary": "This document", "operationId": "openapi",
                                           "responses": {"200": _json({"type": "object"}, "OpenAPI 3.1")}}},
+            "/api/session": {
+                "post": {"summary": "Open a read session for this browser (the dashboard's token form)",
+                         "operationId": "openSession",
+                         "description": (
+                             "Takes the API token once and answers with an HttpOnly, SameSite=Strict cookie "
+                             "`jobstream_session` that lets this browser read (EventSource included) while "
+                             "API_READS_REQUIRE_TOKEN is on. The cookie holds a signed expiry, not the token; "
+                             "changing API_TOKEN ends every session. Changes still need the bearer header."),
+                         "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                             "type": "object", "required": ["token"], "additionalProperties": False,
+                             "properties": {"token": {"type": "string", "minLength": 1, "maxLength": 4096}}}}}},
+                         "responses": {"204": {"description": "session opened (Set-Cookie)",
+                                               "headers": {"Set-Cookie": {"schema": {"type": "string"}}}},
+                                       "400": BAD_REQUEST, "401": _error("wrong token"), **GUARDED,
+                                       "404": _error("this API has no API_TOKEN: there is no session to open")}},
+                "delete": {"summary": "Close this browser's read session", "operationId": "closeSession",
+                           "responses": {"204": {"description": "the cookie is cleared"}, **GUARDED}},
+            },
             "/api/import/run": {"post": {
                 "summary": "Request import runs now", "operationId": "runImport", "security": SECURED,
                 "description": (
@@ -301,7 +340,10 @@ def openapi_document() -> dict[str, Any]:
                 ),
                 "parameters": [{"name": "Last-Event-ID", "in": "header", "required": False,
                                 "schema": {"type": "string", "maxLength": 200}}],
-                "responses": {"200": {"description": "event stream", "content": {"text/event-stream": {}}}},
+                "responses": {"200": {"description": "event stream", "content": {"text/event-stream": {}}},
+                              "503": _error("MAX_SSE_CLIENTS streams are open already: retry later",
+                                            {"Retry-After": {"description": "seconds to wait", "required": True,
+                                                             "schema": {"type": "integer", "minimum": 1}}})},
             }},
             "/api/import-logs/{runId}": {"get": {
                 "summary": "One import run with its failures", "operationId": "getImportLog",
@@ -338,7 +380,8 @@ def openapi_document() -> dict[str, Any]:
                                                       ChangeFeed=_link("changeFeed", "id", "/id"),
                                                       DeleteFeed=_link("deleteFeed", "id", "/id")),
                                        "400": BAD_REQUEST,
-                                       "401": UNAUTHORIZED, **GUARDED, "409": _error("already registered"),
+                                       "401": UNAUTHORIZED, **GUARDED,
+                                       "409": _error("already registered, or the registry holds MAX_FEEDS feeds"),
                                        "503": STORE_UNAVAILABLE}},
             },
             "/api/feeds/{id}": {
@@ -361,6 +404,13 @@ def openapi_document() -> dict[str, Any]:
         },
     }
     for item in document["paths"].values():
-        for operation in item.values():
-            operation["responses"]["421"] = MISDIRECTED
+        for method, operation in item.items():
+            responses = operation["responses"]
+            responses["421"] = MISDIRECTED
+            responses.setdefault("400", BAD_HOST)
+            if method == "get" and operation["operationId"] not in UNLIMITED_OPERATIONS:
+                responses["429"] = READS_LIMITED
+            if method == "get" and operation["operationId"] not in OPEN_OPERATIONS:
+                responses["401"] = READ_UNAUTHORIZED
+                operation["security"] = READ_SECURED
     return document

@@ -15,6 +15,8 @@ LOCAL_MONGO = "mongodb://127.0.0.1:27017"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 MESSAGE_HEADROOM = 16 * 1024  # what wraps a posting in its largest message (change event, DLQ reason)
 MIN_MESSAGE_BYTES = 64 * 1024
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off")
 
 
 class SettingsError(ValueError):
@@ -37,6 +39,13 @@ class Settings:
     api_host: str = "127.0.0.1"
     api_port: int = 8080
     api_token: str = field(default="", repr=False)
+    # The request guards (api/guards.py): reads behind the token too, the Host names an API beyond
+    # loopback answers (comma-separated; ``*.example.com`` for subdomains; ``*`` for any), the most
+    # open SSE streams, and the most feeds the registry holds.
+    api_reads_require_token: bool = False
+    api_allowed_hosts: str = ""
+    max_sse_clients: int = 100
+    max_feeds: int = 10_000
     fetch_timeout_seconds: float = 30.0
     max_feed_bytes: int = 50 * 1024 * 1024
     max_failures_kept: int = 100
@@ -83,6 +92,11 @@ class Settings:
         return f"{self.topic_prefix}{name}"
 
     @property
+    def allowed_hosts(self) -> tuple[str, ...]:
+        """API_ALLOWED_HOSTS as lower-case names without a trailing dot (``problems`` reports bad entries)."""
+        return tuple(entry.strip().lower().rstrip(".") for entry in self.api_allowed_hosts.split(",") if entry.strip())
+
+    @property
     def mongo_url_redacted(self) -> str:
         parts = urlsplit(self.mongo_url)
         if parts.password is None:
@@ -107,7 +121,8 @@ class Settings:
                 values[f.name] = _convert(raw, default)
             except ValueError:
                 shown = "***" if f.name in ("api_token", "mongo_url") else repr(raw)
-                errors.append(f"{name} must be {type(default).__name__}, got {shown}")
+                kind = f"one of {', '.join(TRUE_WORDS + FALSE_WORDS)}" if isinstance(default, bool) else type(default).__name__
+                errors.append(f"{name} must be {kind}, got {shown}")
         try:
             settings = cls(**values)  # type: ignore[arg-type]
         except TypeError as exc:  # pragma: no cover - fields and values come from the same list
@@ -144,6 +159,8 @@ class Settings:
             "API_STORE_TIMEOUT_SECONDS": self.api_store_timeout_seconds,
             "PARSE_TIMEOUT_SECONDS": self.parse_timeout_seconds,
             "MAX_ITEMS_PER_FEED": self.max_items_per_feed,
+            "MAX_SSE_CLIENTS": self.max_sse_clients,
+            "MAX_FEEDS": self.max_feeds,
         }
         found.extend(f"{name} must be > 0, got {value}" for name, value in positive.items() if value <= 0)
         if self.kafka_max_message_bytes < MIN_MESSAGE_BYTES:
@@ -162,14 +179,39 @@ class Settings:
                 parse(value)
             except ValueError as exc:
                 found.append(str(exc))
+        if self.api_reads_require_token and not self.api_token:
+            found.append("API_READS_REQUIRE_TOKEN is on but API_TOKEN is not set: there is no token to require")
+        found.extend(problem for entry in self.allowed_hosts if (problem := allowed_host_problem(entry)))
         if self.loop_lag_report_seconds <= 0:
             found.append(f"LOOP_LAG_REPORT_SECONDS must be > 0, got {self.loop_lag_report_seconds}")
         return found
 
 
+def allowed_host_problem(entry: str) -> str:
+    """Why an API_ALLOWED_HOSTS entry is not a host name (``*``, ``*.example.com``, a name or an IP); empty if it is.
+
+    Host names only: a port, scheme or path in the list would never match and lock every client out.
+    """
+    if entry == "*":
+        return ""
+    name = entry[2:] if entry.startswith("*.") else entry
+    if name.startswith("[") and name.endswith("]"):
+        name = name[1:-1]
+    labels = name.split(".")
+    if ":" in name and all(c in "0123456789abcdef:." for c in name):  # an IPv6 address
+        return ""
+    if not name or len(name) > 253 or not all(label and len(label) <= 63 and label.replace("-", "").isalnum()
+                                               and label.isascii() for label in labels):
+        return f"API_ALLOWED_HOSTS entries must be host names (no scheme, port or path), got {entry!r}"
+    return ""
+
+
 def _convert(raw: str, default: object) -> object:
-    if isinstance(default, bool):
-        return raw.lower() in ("1", "true", "yes", "on")
+    if isinstance(default, bool):  # strict: a typo must not silently turn a guard off
+        word = raw.lower()
+        if word not in TRUE_WORDS + FALSE_WORDS:
+            raise ValueError(raw)
+        return word in TRUE_WORDS
     if isinstance(default, int):
         return int(raw)
     if isinstance(default, float):

@@ -66,9 +66,11 @@ async def start_api(env: Mapping[str, str], options: ApiOptions | None = None) -
 
 
 def fast_options(**overrides: Any) -> ApiOptions:
-    """Test options; the suite's many changes all come from 127.0.0.1, so the rate limit is lifted unless a test sets it."""
+    """Test options; the suite's many requests all come from 127.0.0.1, so the rate limits are lifted unless a test
+    sets them."""
     defaults: dict[str, Any] = {"sse_ping_seconds": 15.0, "process_metrics": False, "health_timeout_seconds": 2.0,
-                                "rate_limit_burst": 1_000_000, "rate_limit_per_second": 1_000.0}
+                                "rate_limit_burst": 1_000_000, "rate_limit_per_second": 1_000.0,
+                                "read_rate_limit_burst": 1_000_000, "read_rate_limit_per_second": 1_000.0}
     return ApiOptions(**{**defaults, **overrides})
 
 

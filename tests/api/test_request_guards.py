@@ -82,7 +82,8 @@ def test_exposure_needs_a_token_beyond_loopback() -> None:
     ("127.0.0.1:8080", "127.0.0.1", True), ("localhost:8080", "127.0.0.1", True), ("[::1]:8080", "127.0.0.1", True),
     ("127.0.0.1", "127.0.0.1", True), ("evil.example:8080", "127.0.0.1", False), ("evil.example", "localhost", False),
     ("127.0.0.1.nip.io:8080", "127.0.0.1", False), ("", "127.0.0.1", False), ("a@127.0.0.1", "127.0.0.1", False),
-    ("127.0.0.1:notaport", "127.0.0.1", False), ("anything.example", EVERYWHERE, True),
+    ("127.0.0.1:notaport", "127.0.0.1", False), ("anything.example", EVERYWHERE, False),
+    ("10.1.2.3:8080", EVERYWHERE, True), ("10.1.2.3:8080", "127.0.0.1", False),
 ])
 def test_a_loopback_api_serves_only_loopback_host_names(host: str, api_host: str, allowed: bool) -> None:
     assert host_allowed(host, api_host) is allowed
@@ -249,11 +250,17 @@ async def test_a_loopback_api_answers_421_to_a_foreign_host_name(api: ApiHarness
         await api.json("GET", "/api/jobs", 200, params={"limit": "1"}, headers={"Host": host})
 
 
-async def test_an_api_served_beyond_loopback_takes_any_host_but_needs_the_token(make_api: MakeApi) -> None:
+async def test_an_api_served_beyond_loopback_takes_its_allowed_hosts_and_needs_the_token(make_api: MakeApi) -> None:
     token = f"tok-{uuid.uuid4().hex}"
-    exposed = await make_api(API_HOST=EVERYWHERE, API_TOKEN=token)
-    await exposed.json("GET", "/api/feeds", 200, headers={"Host": "jobs.example.org"})
+    exposed = await make_api(API_HOST=EVERYWHERE, API_TOKEN=token, API_ALLOWED_HOSTS="jobs.example.org,*.corp.example")
+    for host in ("jobs.example.org", "jobs.example.org:8080", "dash.corp.example", "10.20.30.40:8080", "localhost"):
+        await exposed.json("GET", "/api/feeds", 200, headers={"Host": host})
     await exposed.json("POST", "/api/feeds", 401, json={"url": new_url()}, headers={"Host": "jobs.example.org"})
+    # a DNS-rebinding page names its own host: refused, on every route
+    for host in ("evil.example", "jobs.example.org.evil.example", "corp.example"):
+        error = await exposed.json("GET", "/api/feeds", 421, headers={"Host": host})
+        assert "API_ALLOWED_HOSTS" in error["error"] and "evil" not in error["error"]
+        assert (await exposed.client.get("/", headers={"Host": host})).status == 421
 
 
 def test_the_api_refuses_to_start_on_a_public_address_without_a_token(shared_env: dict[str, str]) -> None:
@@ -406,3 +413,18 @@ def test_compose_sets_a_token_for_its_exposed_api() -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     env: dict[str, Any] = compose["services"]["api"]["environment"]
     assert env["API_HOST"] == EVERYWHERE and "API_TOKEN" in env and "${API_TOKEN" in str(env["API_TOKEN"])
+
+
+def test_compose_lists_the_host_names_its_clients_use() -> None:
+    """Prometheus scrapes the API by its service name: without it in API_ALLOWED_HOSTS every scrape would be 421."""
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    env: dict[str, Any] = compose["services"]["api"]["environment"]
+    default = str(env["API_ALLOWED_HOSTS"]).removeprefix("${API_ALLOWED_HOSTS:-").removesuffix("}")
+    settings = Settings.from_env({"API_HOST": EVERYWHERE, "API_TOKEN": "t", "API_ALLOWED_HOSTS": default})
+    prometheus = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text())
+    [api_job] = [job for job in prometheus["scrape_configs"] if job["job_name"] == "jobstream-api"]
+    for target in api_job["static_configs"][0]["targets"]:
+        assert host_allowed(target, settings.api_host, settings.allowed_hosts), target
+    assert not host_allowed("evil.example:8080", settings.api_host, settings.allowed_hosts)
+    Settings.from_env({"API_TOKEN": "t", "API_READS_REQUIRE_TOKEN":
+                       str(env["API_READS_REQUIRE_TOKEN"]).removeprefix("${API_READS_REQUIRE_TOKEN:-").removesuffix("}")})

@@ -1,4 +1,4 @@
-// fetch() wrapper for the jobstream API: JSON in and out, the bearer token on changes, errors as ApiError.
+// fetch() wrapper for the jobstream API: JSON in and out, the bearer token when one is saved, errors as ApiError.
 
 const TOKEN_KEY = "jobstream.apiToken";
 
@@ -22,7 +22,7 @@ export async function api(path, { method = "GET", body } = {}) {
   const headers = { Accept: "application/json" };
   if (body !== undefined) headers["Content-Type"] = "application/json";
   const token = getToken();
-  if (token && method !== "GET") headers.Authorization = `Bearer ${token}`;
+  if (token) headers.Authorization = `Bearer ${token}`; // reads may need it too (API_READS_REQUIRE_TOKEN)
   let response;
   try {
     response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
@@ -46,4 +46,19 @@ export function query(params) {
   }
   const text = search.toString();
   return text ? `?${text}` : "";
+}
+
+// A session cookie (HttpOnly) for reads the page cannot add a header to: EventSource. Opened with the
+// saved token; false when the API refuses it (wrong token) or has no API_TOKEN (then none is needed).
+export async function openSession(token) {
+  if (!token) return false;
+  try {
+    const response = await fetch("/api/session", {
+      method: "POST", headers: { Accept: "application/json", "Content-Type": "application/json" },
+      body: JSON.stringify({ token }),
+    });
+    return response.status === 204;
+  } catch {
+    return false;
+  }
 }

@@ -1,6 +1,6 @@
 // Wires the dashboard together: tabs (hash routes), the live stream, the run button, token and toasts.
 
-import { api, getToken, setToken } from "./api.js";
+import { api, getToken, openSession, setToken } from "./api.js";
 import { FeedsView } from "./feeds.js";
 import { badge, debounce, fmtNumber, fmtRelative, h } from "./format.js";
 import { JobsView } from "./jobs.js";
@@ -107,14 +107,18 @@ function openToken() {
   tokenDialog.showModal();
 }
 document.getElementById("token-open").addEventListener("click", openToken);
-document.getElementById("token-form").addEventListener("submit", () => {
+document.getElementById("token-form").addEventListener("submit", async () => {
+  const previous = getToken();
   setToken(tokenInput.value.trim());
   toast(getToken() ? "Token saved in this browser" : "Token cleared");
+  // A new token may open reads that were refused: take a session and load everything again.
+  if (getToken() && getToken() !== previous && (await openSession(getToken()))) location.reload();
 });
 document.getElementById("token-clear").addEventListener("click", () => {
   setToken("");
   tokenInput.value = "";
   tokenDialog.close();
+  fetch("/api/session", { method: "DELETE" }).catch(() => {});
   toast("Token cleared");
 });
 window.addEventListener("auth-required", () => {
@@ -140,6 +144,8 @@ function route() {
 window.addEventListener("hashchange", route);
 
 // --- live ------------------------------------------------------------------------------------
+// The stream cannot send the token: renew the session cookie first (it expires; a no-op without API_TOKEN).
+await openSession(getToken());
 const live = document.getElementById("live-status");
 const LIVE_TEXT = { connecting: "Connecting…", live: "Live", reconnecting: "Reconnecting…" };
 connectLive({
