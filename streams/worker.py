@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import sys
 import tempfile
 from datetime import UTC, datetime
@@ -35,6 +36,9 @@ def run_worker(settings: Settings) -> None:
         sys.exit(2)
     asyncio.run(ensure_topics(settings))
     pipeline = create_pipeline(settings)
+    if discard_unclean_tables(Path(pipeline.app.conf.tabledir), settings.data_dir / CLEAN_MARK):
+        logger.warning("the last run of this worker did not stop cleanly: its local table state (%s) is discarded "
+                       "and rebuilt from the changelogs", pipeline.app.conf.tabledir)
     store = Store(settings)
     # No process starts here: the first feed to parse starts the first parse process.
     parsers = ParserPool(processes=default_processes(), timeout_seconds=settings.parse_timeout_seconds,
@@ -90,7 +94,41 @@ def run_worker(settings: Settings) -> None:
     )
     worker = faust.Worker(pipeline.app, loglevel=settings.log_level.lower(), redirect_stdouts=False,
                           override_logging=False)
-    worker.execute_from_commandline()
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as stop:
+        if stop.code in (0, None):  # Faust stopped cleanly: agents drained, tables closed, producer flushed
+            mark_clean(settings.data_dir / CLEAN_MARK)
+        raise
+
+
+# Written when the worker stopped cleanly; its absence at start means the local table state may hold writes
+# whose changelog records never reached the broker.
+CLEAN_MARK = "clean-shutdown"
+
+
+def discard_unclean_tables(tabledir: Path, mark: Path) -> bool:
+    """Delete the local table state unless the last run stopped cleanly; return whether it was deleted.
+
+    Faust writes a table value to RocksDB at once and sends its changelog record in the background.
+    A worker killed between the two keeps, in its RocksDB, values the changelog never had ("ghosts").
+    Restarted on the same DATA_DIR it trusts them, and a redelivered envelope replayed from a ghost
+    writes nothing, so the ghost never reaches the changelog: when the partition moved on, its next
+    owner's table lacked it, and called postings MongoDB held new or updated, and a changed one
+    unchanged (chaos --rebalance, join-then-kill). Without the mark, the state is rebuilt from the
+    changelogs, which hold exactly what was acknowledged. The mark is removed at start, so a crash
+    during this run leaves none.
+    """
+    clean = mark.exists()
+    mark.unlink(missing_ok=True)
+    if clean or not tabledir.exists() or not any(tabledir.iterdir()):
+        return False
+    shutil.rmtree(tabledir)
+    return True
+
+
+def mark_clean(mark: Path) -> None:
+    mark.write_text(f"{datetime.now(UTC).isoformat()}\n", encoding="utf-8")
 
 
 def writable_dir(path: Path) -> None:
