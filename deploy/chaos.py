@@ -90,10 +90,13 @@ FULL = Plan(sizes=(14_000, 10_000, 8_000, 6_000, 5_000, 4_000, 2_000, 1_000), ro
             edit=0.05, add=0.02, remove=0.003, deadline=40 * 60.0, run_timeout=600.0, in_flight=0.2)
 QUICK = Plan(sizes=(2_500, 1_700, 1_200, 600), rounds=1, faults=FAULTS, store_pause=20.0,
              edit=0.05, add=0.02, remove=0.005, deadline=4.5 * 60.0, run_timeout=240.0, in_flight=0.15)
-# Many small feeds: many commands in flight while the group changes under them.
-REBALANCE_SIZES = (1_500, 1_200, 1_000, 800, 700, 600, 500, 400, 300, 250, 200, 150, 100, 80, 60, 50)
+# Many feeds of many sizes: many commands in flight while the group changes under them. A third of
+# the postings change every wave, so a wave takes several seconds and a kill 1-5 s after the request
+# lands mid-import (each note says how far the wave was): with 5% edits and a fifth of these sizes the
+# waves were done in about a second, and every kill struck a finished import.
+REBALANCE_SIZES = (6_000, 4_800, 4_000, 3_200, 2_800, 2_400, 2_000, 1_600, 1_200, 1_000, 800, 600, 400, 320, 240, 200)
 REBALANCE = Plan(sizes=REBALANCE_SIZES, rounds=20, faults=REBALANCE_FAULTS, store_pause=0.0,
-                 edit=0.05, add=0.02, remove=0.005, deadline=60 * 60.0, run_timeout=600.0, in_flight=0.0)
+                 edit=0.3, add=0.02, remove=0.005, deadline=90 * 60.0, run_timeout=600.0, in_flight=0.0)
 REBALANCE_QUICK = dataclasses.replace(REBALANCE, rounds=1, deadline=6 * 60.0)
 
 
@@ -705,26 +708,36 @@ class Chaos:
             await start
             note = f"{joining.name} joining, {len(wave)} runs requested {lead:.1f}s after its start"
             if fault == "join-then-kill":
-                delay = await self.kill_soon(other)
-                note += f"; {other.name} killed -9 {delay:.1f}s later and restarted 2s after"
+                delay, progress = await self.kill_soon(other, wave)
+                note += f"; {other.name} killed -9 {delay:.1f}s later ({progress}) and restarted 2s after"
             return wave, note
         wave = await self.request_runs()
         if fault == "worker-leave":
             await asyncio.to_thread(joining.stop)
             return wave, f"{joining.name} stopped (SIGTERM) as {len(wave)} runs were requested"
         if fault == "worker-kill-early":
-            delay = await self.kill_soon(joining)
-            return wave, f"{joining.name} killed -9 {delay:.1f}s after {len(wave)} runs were requested, restarted 2s later"
+            delay, progress = await self.kill_soon(joining, wave)
+            return wave, (f"{joining.name} killed -9 {delay:.1f}s after {len(wave)} runs were requested ({progress}), "
+                          "restarted 2s later")
         raise ValueError(fault)
 
-    async def kill_soon(self, victim: Child) -> float:
-        """Kill -9 ``victim`` 1-5 s from now and restart it 2 s after that; return the delay."""
+    async def kill_soon(self, victim: Child, wave: list[RunTruth]) -> tuple[float, str]:
+        """Kill -9 ``victim`` 1-5 s from now and restart it 2 s after that; return the delay and how far the wave was."""
         delay = self.corpus.rng.uniform(1, 5)
         await asyncio.sleep(delay)
+        progress = await self.progress(wave)
         victim.kill9()
         await asyncio.sleep(2)
         await self.stack.start(victim)
-        return delay
+        return delay, progress
+
+    async def progress(self, wave: list[RunTruth]) -> str:
+        """How far the wave is: items accounted for, and runs final."""
+        total = sum(run.counts["totalFetched"] for run in wave)
+        rows = await self.rows([run.run_id for run in wave]) or {}
+        done = sum(int(row.get(k) or 0) for row in rows.values() for k in COUNTS[1:])
+        final = sum(row.get("status") in FINISHED for row in rows.values())
+        return f"at {done:,}/{total:,} items accounted, {final}/{len(wave)} runs final"
 
     async def check(self, wave: list[RunTruth]) -> Verdict:
         ids = [run.run_id for run in wave]
