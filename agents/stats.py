@@ -29,7 +29,7 @@ from faust.types import StreamT
 from agents import metrics
 from agents.inbox import Inbox, Received
 from models.messages import Progress, decode_progress
-from models.runs import FINISHED, as_mongo, fold, iso, missing_seqs, needs_repair, parse_iso, snapshot
+from models.runs import FINISHED, as_mongo, fold, iso, last_run_update, missing_seqs, needs_repair, parse_iso, snapshot
 from streams.app import Pipeline, Topics, ack_all, consumer_lag
 from streams.faust_internals import ChangelogAcks, batches, set_current_event
 from streams.settings import Settings
@@ -73,6 +73,8 @@ class Stats:
     # so a run that is merely slow (a backlog, not a loss) costs a bounded number of replays.
     repairs: dict[str, tuple[float, int]] = field(default_factory=dict)
     next_scan: float = 0.0
+    # runId -> the status its feed's lastRun shows (unfinished runs only; a restart writes each once more).
+    last_status: dict[str, str] = field(default_factory=dict)
     changelog: ChangelogAcks | None = None  # set by attach(): the runs table's changelog records awaited before an ack
 
     async def project(self, snapshots: list[dict[str, Any]]) -> set[str]:
@@ -91,7 +93,24 @@ class Stats:
                 final.add(run_id)
             else:
                 logger.error("import_logs rejected the snapshot of run_id=%s: %s", run_id, error.get("errmsg"))
+        await self.project_last_runs([doc for doc in snapshots if doc["runId"] not in final])
         return final
+
+    async def project_last_runs(self, snapshots: list[dict[str, Any]]) -> None:
+        """Each run's feed shows it as ``lastRun`` (``GET /api/feeds`` reads it with the feed), written when
+        the run's status changes: the counters change at every batch, the summary only at a transition."""
+        changed = [doc for doc in snapshots if self.last_status.get(doc["runId"]) != doc["status"]]
+        updates = [update for doc in changed if (update := last_run_update(doc)) is not None]
+        if updates:
+            errors = await until_reachable(lambda: self.store.bulk_upsert(self.store.feeds, updates, upsert=False),
+                                           "feeds' last runs")
+            for error in errors:
+                logger.warning("feeds refused a lastRun update: %s", error.get("errmsg"))
+        for doc in changed:
+            if doc["status"] in FINISHED:
+                self.last_status.pop(doc["runId"], None)
+            else:
+                self.last_status[doc["runId"]] = doc["status"]
 
     def fold_run(self, run_id: str, run_events: list[Received[Progress]], now: datetime) -> dict[str, Any] | None:
         """The run's new state after its events, written to the table if it changed; None when there is no run."""

@@ -357,14 +357,17 @@ async def get_job(request: web.Request) -> web.Response:
 async def list_feeds(request: web.Request) -> web.Response:
     """Every registered feed with its latest run, so the dashboard shows which feeds are healthy.
 
-    One find, bounded by MAX_FEEDS (the registry holds no more), and the latest runs in one query
-    where the store can (``api.lastruns``), not one query per feed.
+    One find, bounded by MAX_FEEDS (the registry holds no more): the stats agent keeps each feed's
+    ``lastRun`` on its document (``models.runs.last_run_update``). Only feeds registered before it did
+    (no ``lastRun`` field at all) have theirs read from ``import_logs`` (``api.lastruns``).
     """
     store = request.app[STORE]
     feeds = [doc async for doc in store.feeds.find({}, sort=[("createdAt", ASCENDING), ("url", ASCENDING)],
                                                    limit=request.app[SETTINGS].max_feeds)]
-    latest = await request.app[LAST_RUNS].of(store.import_logs, [str(feed["url"]) for feed in feeds])
-    items = [{**feed_json(feed), "lastRun": to_json(latest.get(str(feed["url"])))} for feed in feeds]
+    older = [str(feed["url"]) for feed in feeds if "lastRun" not in feed]
+    latest = await request.app[LAST_RUNS].of(store.import_logs, older) if older else {}
+    items = [{**feed_json(feed), "lastRun": to_json(feed["lastRun"] if "lastRun" in feed else latest.get(str(feed["url"])))}
+             for feed in feeds]
     return json_response({"items": items, "total": len(items)})
 
 
@@ -373,7 +376,7 @@ async def add_feed(request: web.Request) -> web.Response:
     entry = queries.new_feed(await json_body(request))
     now = datetime.now(UTC)
     created = now.replace(microsecond=now.microsecond // 1000 * 1000)  # what MongoDB keeps: milliseconds
-    doc: Document = {"url": entry.url, "name": entry.name, "enabled": entry.enabled, "createdAt": created}
+    doc: Document = {"url": entry.url, "name": entry.name, "enabled": entry.enabled, "createdAt": created, "lastRun": None}
     feeds, limit = request.app[STORE].feeds, request.app[SETTINGS].max_feeds
     # Count and insert under one lock: concurrent adds to this process cannot both take the last place.
     # (Several API processes could each add one past it: MAX_FEEDS bounds work, it is not an exact quota.)

@@ -384,6 +384,26 @@ def snapshot(run: Mapping[str, Any]) -> dict[str, Any]:
     return doc
 
 
+LAST_RUN_FIELDS = ("runId", "status", "startedAt", "finishedAt", "requestedAt")
+
+
+def last_run_update(doc: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The ``feeds`` update that makes a run snapshot its feed's ``lastRun``, unless a newer run is there already.
+
+    "Newer" is the runs list's order: ``requestedAt``, then ``runId``. So ``GET /api/feeds`` reads each
+    feed's latest run with the feed, in one query. None for a run without a feed URL.
+    """
+    if not doc.get("sourceUrl"):
+        return None
+    summary = {key: value for key, value in as_mongo(doc).items() if key in LAST_RUN_FIELDS}
+    requested = summary.get("requestedAt")
+    older: list[dict[str, Any]] = [{"lastRun": None}]
+    if requested is not None:
+        older += [{"lastRun.requestedAt": {"$lt": requested}},
+                  {"lastRun.requestedAt": requested, "lastRun.runId": {"$lte": summary["runId"]}}]
+    return {"url": doc["sourceUrl"], "$or": older}, {"$set": {"lastRun": summary}}
+
+
 def as_mongo(doc: Mapping[str, Any]) -> dict[str, Any]:
     """A snapshot with its timestamps as datetimes, as stored in MongoDB."""
     stored = dict(doc)

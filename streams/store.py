@@ -74,11 +74,14 @@ def remap_errors(errors: Iterable[Mapping[str, Any]], offset: int) -> list[Docum
     return [{**error, "index": error["index"] + offset} for error in errors]
 
 
-def upsert_operation(filter_: Mapping[str, Any], update: Mapping[str, Any]) -> UpdateOne | ReplaceOne[Document]:
-    """An upsert of ``update``: operators (``$set``...) make an UpdateOne, a plain document a ReplaceOne."""
+def upsert_operation(
+    filter_: Mapping[str, Any], update: Mapping[str, Any], upsert: bool = True
+) -> UpdateOne | ReplaceOne[Document]:
+    """An upsert of ``update`` (an update only, with ``upsert=False``): operators (``$set``...) make an
+    UpdateOne, a plain document a ReplaceOne."""
     if next(iter(update), "").startswith("$"):
-        return UpdateOne(dict(filter_), dict(update), upsert=True)
-    return ReplaceOne(dict(filter_), dict(update), upsert=True)
+        return UpdateOne(dict(filter_), dict(update), upsert=upsert)
+    return ReplaceOne(dict(filter_), dict(update), upsert=upsert)
 
 
 class Store:
@@ -166,7 +169,8 @@ class Store:
             result = await self.write(partial(
                 self.feeds.update_one,
                 {"url": entry.url},
-                {"$setOnInsert": {"url": entry.url, "name": entry.name, "enabled": entry.enabled, "createdAt": now}},
+                {"$setOnInsert": {"url": entry.url, "name": entry.name, "enabled": entry.enabled, "createdAt": now,
+                                  "lastRun": None}},
                 upsert=True,
             ))
             added += result.upserted_id is not None
@@ -255,17 +259,19 @@ class Store:
         return await self._each_chunk(documents, insert, self.insert_batch)
 
     async def bulk_upsert(
-        self, collection: AsyncCollection[Document], writes: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]]
+        self, collection: AsyncCollection[Document], writes: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]],
+        upsert: bool = True,
     ) -> list[Document]:
-        """Unordered upserts of ``(filter, update or replacement)`` pairs in commands of at most ``write_batch``.
+        """Unordered upserts of ``(filter, update or replacement)`` pairs in commands of at most ``write_batch``
+        (updates of the documents that match only, with ``upsert=False``).
 
         Returns the ``writeErrors`` with ``index`` into ``writes``. FerretDB answers a failed update
         bulk in a shape pymongo cannot merge (KeyError): that chunk is retried one upsert at a time
         (upserts are idempotent) to find the culprits.
         """
 
-        async def upsert(offset: int, chunk: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]]) -> list[Document]:
-            operations = [upsert_operation(filter_, update) for filter_, update in chunk]
+        async def write_chunk(offset: int, chunk: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]]) -> list[Document]:
+            operations = [upsert_operation(filter_, update, upsert) for filter_, update in chunk]
             try:
                 await self.write(partial(collection.bulk_write, operations, ordered=False))
                 return []
@@ -281,7 +287,7 @@ class Store:
             errors: list[Document] = []
             for index, (filter_, update) in enumerate(chunk, start=offset):
                 try:
-                    await self._upsert_one(collection, filter_, update)
+                    await self._upsert_one(collection, filter_, update, upsert)
                 except PyMongoError as item_exc:
                     if unreachable(item_exc):
                         raise
@@ -289,7 +295,7 @@ class Store:
                     errors.append({"index": index, "code": code, "errmsg": str(item_exc)})
             return errors
 
-        return await self._each_chunk(writes, upsert)
+        return await self._each_chunk(writes, write_chunk)
 
     async def find_by_ids(
         self, collection: AsyncCollection[Document], ids: Sequence[Any], projection: Mapping[str, Any] | None = None
@@ -302,11 +308,13 @@ class Store:
 
         return await self._each_chunk(ids, find)
 
-    async def _upsert_one(self, collection: AsyncCollection[Document], filter_: Mapping[str, Any], update: Mapping[str, Any]) -> None:
+    async def _upsert_one(
+        self, collection: AsyncCollection[Document], filter_: Mapping[str, Any], update: Mapping[str, Any], upsert: bool = True
+    ) -> None:
         if isinstance(upsert_operation(filter_, update), UpdateOne):
-            await self.write(partial(collection.update_one, dict(filter_), dict(update), upsert=True))
+            await self.write(partial(collection.update_one, dict(filter_), dict(update), upsert=upsert))
         else:
-            await self.write(partial(collection.replace_one, dict(filter_), dict(update), upsert=True))
+            await self.write(partial(collection.replace_one, dict(filter_), dict(update), upsert=upsert))
 
     async def _each_chunk(
         self, items: Sequence[T], command: Callable[[int, Sequence[T]], Awaitable[list[Document]]], size: int | None = None

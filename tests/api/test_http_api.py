@@ -13,6 +13,7 @@ import pytest
 from aiohttp import web
 
 from api.openapi import openapi_document
+from models.runs import last_run_update
 from tests.api.conftest import MakeApi
 from tests.api.support import (
     BASE_TIME,
@@ -303,8 +304,25 @@ async def test_feed_lifecycle_add_list_disable_delete(api: ApiHarness) -> None:
 
 
 async def test_feed_list_shows_the_latest_run(api: ApiHarness) -> None:
+    """As the stats agent keeps it on the feed (``models.runs.last_run_update``): the newest run wins, in any order."""
     url = new_url()
     await api.json("POST", "/api/feeds", 201, json={"url": url})
+    older = run_doc(f"a-{uuid.uuid4().hex}", url, "completed", BASE_TIME)
+    newer = run_doc(f"b-{uuid.uuid4().hex}", url, "failed", BASE_TIME + timedelta(hours=1), error="boom")
+    feeds = mongo_db(api.env).feeds
+    for doc in (newer, older, {**older, "status": "running"}):  # a late projection of an older run changes nothing
+        update = last_run_update(doc)
+        assert update is not None
+        feeds.update_one(*update)
+    listed = await api.json("GET", "/api/feeds", 200)
+    [feed] = [feed for feed in listed["items"] if feed["url"] == url]
+    assert feed["lastRun"]["runId"] == newer["runId"] and feed["lastRun"]["status"] == "failed"
+    assert feed["lastRun"]["requestedAt"] == newer["requestedAt"]
+
+
+async def test_a_feed_registered_before_feeds_kept_their_last_run_has_it_read_from_import_logs(api: ApiHarness) -> None:
+    url = new_url()
+    mongo_db(api.env).feeds.insert_one({"url": url, "name": "old", "enabled": True, "createdAt": BASE_TIME})  # no lastRun
     older = run_doc(f"a-{uuid.uuid4().hex}", url, "completed", BASE_TIME)
     newer = run_doc(f"b-{uuid.uuid4().hex}", url, "failed", BASE_TIME + timedelta(hours=1), error="boom")
     mongo_db(api.env).import_logs.insert_many([stored(older), stored(newer)])

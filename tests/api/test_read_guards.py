@@ -12,6 +12,7 @@ import pytest
 from pymongo import monitoring
 
 from api.context import HUB, LAST_RUNS
+from models.runs import last_run_update
 from tests.api.conftest import MakeApi
 from tests.api.support import ApiHarness, SseReader, eventually, fast_options, run_doc, stored
 from tests.api.test_http_api import new_url
@@ -239,12 +240,11 @@ async def test_listing_feeds_reads_the_registry_in_one_bounded_find(make_api: Ma
     urls = [new_url(f"f{n}") for n in range(6)]
     for url in urls:
         await api.json("POST", "/api/feeds", 201, json={"url": url})
-    logs = mongo_db(api.env).import_logs
-    older, newer = run_doc(f"r-{uuid.uuid4().hex}", urls[0], "completed", None), run_doc(f"r-{uuid.uuid4().hex}", urls[0],
-                                                                                            "failed", None)
+    newer = run_doc(f"r-{uuid.uuid4().hex}", urls[0], "failed", None)
     newer["requestedAt"] = "2030-01-01T00:00:00Z"
-    logs.insert_many([stored(older), stored(newer)])
-    await api.json("GET", "/api/feeds", 200)  # the store's answer to $first is known from here on
+    update = last_run_update(newer)  # what the stats agent writes as it projects the run
+    assert update is not None
+    mongo_db(api.env).feeds.update_one(*update)
     COUNTER.database, COUNTER.commands = api.env["MONGO_DB"], []
     try:
         listing = await api.json("GET", "/api/feeds", 200)
@@ -253,12 +253,30 @@ async def test_listing_feeds_reads_the_registry_in_one_bounded_find(make_api: Ma
     assert [item["url"] for item in listing["items"]] == urls
     assert listing["items"][0]["lastRun"]["runId"] == newer["runId"]
     assert [feed["lastRun"] for feed in listing["items"][1:]] == [None] * 5
-    on_feeds = [c for c in COUNTER.commands if c[1] == "feeds"]
-    assert on_feeds == [("find", "feeds", 50)]  # one find, bounded by MAX_FEEDS
+    assert [c for c in COUNTER.commands if c[1] == "feeds"] == [("find", "feeds", 50)]  # one find, bounded by MAX_FEEDS
+    assert [c for c in COUNTER.commands if c[1] == "import_logs"] == [], "the latest runs come with the feeds"
+
+
+async def test_feeds_registered_before_their_last_run_was_kept_take_one_query_for_all(make_api: MakeApi) -> None:
+    """Their runs come from import_logs: one aggregation on MongoDB, one indexed lookup each on FerretDB 1.24."""
+    api = await make_api(MAX_FEEDS="50")
+    urls = [new_url(f"old{n}") for n in range(3)]
+    mongo_db(api.env).feeds.insert_many([{"url": url, "name": url, "enabled": True} for url in urls])  # no lastRun
+    older, newer = (run_doc(f"r-{uuid.uuid4().hex}", urls[0], status, None) for status in ("completed", "failed"))
+    newer["requestedAt"] = "2030-01-01T00:00:00Z"
+    mongo_db(api.env).import_logs.insert_many([stored(older), stored(newer)])
+    await api.json("GET", "/api/feeds", 200)  # the store's answer to $first is known from here on
+    COUNTER.database, COUNTER.commands = api.env["MONGO_DB"], []
+    try:
+        listing = await api.json("GET", "/api/feeds", 200)
+    finally:
+        COUNTER.database = ""
+    mine = {item["url"]: item["lastRun"] for item in listing["items"] if item["url"] in urls}
+    assert mine[urls[0]]["runId"] == newer["runId"] and mine[urls[1]] is None and mine[urls[2]] is None
     on_runs = [c for c in COUNTER.commands if c[1] == "import_logs"]
     if api.app[LAST_RUNS].grouping:  # MongoDB: one aggregation, whatever the number of feeds
         assert [c[0] for c in on_runs] == ["aggregate"]
-    else:  # FerretDB 1.24 has no $first: one indexed lookup per feed (see api/lastruns.py)
+    else:  # FerretDB 1.24 has no $first: one indexed lookup per such feed (see api/lastruns.py)
         assert len(on_runs) == len(urls)
 
 
