@@ -5,20 +5,48 @@ parsed ``--rounds`` times in this process, as a parse process would (chunks enco
 Rates are per CPU second (the machine may be shared). Prints each round and the best, so a change to
 the item reader can be compared before and after (``--root`` parses with another checkout's
 ``models/``: ``git archive HEAD models | tar -x -C DIR``).
-Prints figures; asserts nothing about speed.
+``--hostile`` instead parses each memory-hostile feed of ``deploy/chaos_corpus.py`` in a process of its
+own (under ``--limit-mb`` of address space, as a parse process runs; 0 for none) and prints how it
+ended and the process's peak RSS (``VmHWM``, read by the process itself), the same with ``--root`` at an older
+checkout. Prints figures; asserts nothing about speed.
 
-Usage: .venv/bin/python deploy/parse_bench.py [--items 200000] [--rounds 5] [--root DIR]
+Usage: .venv/bin/python deploy/parse_bench.py [--items 200000] [--rounds 5] [--root DIR] [--hostile [--limit-mb 512]]
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess  # noqa: S404 - each hostile feed is parsed in a process of its own
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "deploy"))
+
+from chaos_corpus import long_text, many_attributes, past_memory_limit, wide_item  # noqa: E402
+
+# What one parse process runs: read the feed, cap the address space, parse it all (the items are few).
+CHILD = """
+import resource, sys
+sys.path.insert(0, sys.argv[1])
+payload = open(sys.argv[2], "rb").read()
+if int(sys.argv[3]):
+    resource.setrlimit(resource.RLIMIT_AS, (int(sys.argv[3]) << 20, int(sys.argv[3]) << 20))
+from models.feed import FeedError, ItemFailure, parse_feed
+try:
+    items = parse_feed(payload, "https://bench.example/hostile.xml").items
+except MemoryError:
+    outcome = "MemoryError"
+except FeedError as exc:
+    outcome = f"feed error: {exc}"
+else:
+    outcome = f"{len(items)} items; " + ("; ".join(sorted({i.reason for i in items if isinstance(i, ItemFailure)})) or "-")
+hwm = [line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM:")]
+print(hwm[0], outcome)
+"""
 
 
 def generated_feed(items: int) -> bytes:
@@ -36,12 +64,43 @@ def generated_feed(items: int) -> bytes:
     return "".join(parts).encode()
 
 
+def hostile(root: Path, limit_mb: int) -> None:
+    """Each memory-hostile feed in a process of its own: how it ends, and the process's peak RSS."""
+    cases = [lambda: wide_item("wide-item", 3_000_000),
+             lambda: wide_item("wide-item-distinct-names", 1_000_000, distinct_names=True),
+             lambda: many_attributes("many-attributes", 300_000, elements=100),
+             lambda: many_attributes("wide-item-of-attributed-elements", 1_500_000, elements=1_500_000),
+             lambda: long_text("long-text", 30_000_000),
+             lambda: past_memory_limit("one-tag-of-3M-attributes", 3_000_000, limit_mb)]
+    print(f"root={root} limit={limit_mb or 'none'} MiB")
+    for make in cases:  # one at a time: this process stays small, and VmHWM is the parse's own (read in the child)
+        case = make()
+        with tempfile.NamedTemporaryFile(suffix=".xml") as body:
+            body.write(case.body)
+            body.flush()
+            started = time.perf_counter()
+            child = subprocess.Popen([sys.executable, "-c", CHILD, str(root), body.name, str(limit_mb)],  # noqa: S603
+                                     stdout=subprocess.PIPE, text=True)
+            assert child.stdout is not None  # noqa: S101 - created with PIPE
+            hwm_kib, _, outcome = child.stdout.read().strip().partition(" ")
+            status = child.wait()
+            seconds = time.perf_counter() - started
+        peak = f"{int(hwm_kib) / 1024:6.1f} MiB" if hwm_kib.isdigit() else "     ?    "
+        print(f"{case.name:33} {len(case.body) / 2**20:5.1f} MiB  peak RSS {peak}  {seconds:5.1f} s  "
+              f"{outcome[:90] or f'exit status {status}'}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--items", type=int, default=200_000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--root", type=Path, default=ROOT, help="the checkout whose models/ is parsed with")
+    parser.add_argument("--hostile", action="store_true", help="peak RSS of the memory-hostile feeds instead")
+    parser.add_argument("--limit-mb", type=int, default=512, help="--hostile: address-space limit of each process (0: none)")
     args = parser.parse_args()
+    if args.hostile:
+        hostile(args.root.resolve(), args.limit_mb)
+        return
     sys.path.insert(0, str(args.root.resolve()))
     from models.feedstream import parse_in_chunks  # noqa: PLC0415 - from --root
 

@@ -3,7 +3,7 @@
 One batch of runs against a real worker: normal feeds of the chaos corpus (RSS, Atom, RDF; one with broken
 items, one with duplicates; ground truth from ``deploy/chaos_corpus.py``, not from the pipeline's code)
 and feeds built to cost the parse memory: one item of millions of small elements (same and distinct
-names), an item of many attributes, an item of 30 million characters of text, and one start tag of
+names, and with an attribute each), an item of many attributes, an item of 30 million characters of text, and one start tag of
 3,000,000 attributes that only the memory limit can stop. The first four fail their hostile item alone
 (the items around it are imported), the last fails its run naming the limit; every normal run is exact,
 ``jobs`` holds exactly the expected documents, the worker is the same process throughout, and the peak
@@ -35,6 +35,8 @@ def memory_cases() -> list[MemoryCase]:
         chaos_corpus.wide_item("wide-item", 3_000_000),
         chaos_corpus.wide_item("wide-item-distinct-names", 1_000_000, distinct_names=True),
         chaos_corpus.many_attributes("many-attributes", 300_000, elements=100),
+        # The shape that amplified most (a dict per element): 420 MiB for this 14 MiB feed before the bound.
+        chaos_corpus.many_attributes("wide-item-of-attributed-elements", 1_500_000, elements=1_500_000),
         chaos_corpus.long_text("long-text", 30_000_000),
         chaos_corpus.past_memory_limit("past-the-memory-limit", 3_000_000, LIMIT_MB),
     ]
@@ -68,11 +70,11 @@ async def test_memory_hostile_feeds_fail_cleanly_within_the_limit_and_every_othe
     db = mongo_db(pipeline_env)
     docs = {doc["sourceUrl"]: doc for doc in db.import_logs.find({"runId": {"$in": list(runs)}}, {"_id": 0})}
     peaks = peaks_by_url(worker.log_path)
-    print(f"\n{'feed':28} {'MiB':>5} {'status':8} {'peak RSS MiB':>12}  reason")
+    print(f"\n{'feed':33} {'MiB':>5} {'status':8} {'peak RSS MiB':>12}  reason")
     for url, case in cases.items():
         doc = docs[url]
         reason = doc.get("error") or "; ".join(sorted({f["reason"] for f in doc["failures"]})) or "-"
-        print(f"{case.name:28} {len(case.body) / 2**20:5.1f} {doc['status']:8} {peaks.get(url, float('nan')):12.1f}  {reason[:100]}")
+        print(f"{case.name:33} {len(case.body) / 2**20:5.1f} {doc['status']:8} {peaks.get(url, float('nan')):12.1f}  {reason[:100]}")
     print(f"largest peak RSS of a parse process: {max(peaks.values()):.1f} MiB (PARSE_MAX_MEMORY_MB={LIMIT_MB})")
 
     problems: list[str] = []
