@@ -59,6 +59,8 @@ LOOP_LAG_SECONDS = Histogram("jobstream_event_loop_lag_seconds", "How late the w
                              buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
 LOOP_LAG_MAX_SECONDS = Gauge("jobstream_event_loop_lag_max_seconds",
                              "Largest event-loop lag of the last LOOP_LAG_REPORT_SECONDS window")
+PARSE_PEAK_RSS_BYTES = Gauge("jobstream_parse_peak_rss_bytes",
+                             "Largest peak RSS of this worker's parse processes so far (each is limited to PARSE_MAX_MEMORY_MB)")
 LOOP_LAG_TICK_SECONDS = 0.1
 
 

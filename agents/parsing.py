@@ -15,12 +15,18 @@ no process holds a whole big feed's items. The worker only reads the pipe (async
   broken one is replaced on demand. Nothing starts at import or construction: the first
   parse starts the first child. :meth:`ParserPool.close` kills them all (the worker calls it on
   shutdown), and each child also dies with the worker (``PR_SET_PDEATHSIG``) if it is killed.
+* Memory: ``PARSE_MAX_MEMORY_MB`` is each child's address-space limit (``RLIMIT_AS``, set by the child
+  before its first job). A parse that needs more fails with a reason naming the limit (``M`` frame, or
+  the child's exit code ``EXIT_OUT_OF_MEMORY``, or SIGKILL from the kernel's OOM killer) and the child
+  is replaced; the worker, the broker and the store are not touched. The items handed out before stay
+  published, as for a deadline. Each child's peak RSS (``VmHWM``) is read when a job ends and logged.
 
 Protocol on the pipes: frames of ``kind`` (1 byte) + body length (4 bytes, big-endian) + body.
 Worker → child: ``J`` ``marshal((source_url, source_name, (max_items, max_posting_bytes, partitions, lane, lanes), only))``, then
 ``P`` the payload as it is (written in slices: a 500 MB feed is never copied in the worker).
 Child → worker: ``C`` a chunk, ``E`` the summary (the end), ``F`` a feed error (its message,
-for ``import_logs``), ``X`` an internal error (logged; the child exits).
+for ``import_logs``), ``M`` out of memory (empty; the child waits to be replaced), ``X`` an internal
+error (logged; the child exits).
 """
 
 from __future__ import annotations
@@ -30,8 +36,11 @@ import contextlib
 import logging
 import marshal
 import os
+import resource
+import signal
 import sys
-from collections.abc import AsyncIterator, Awaitable, Collection
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from pathlib import Path
 from typing import BinaryIO, TypeVar
 
 from models.feed import FeedError
@@ -41,7 +50,8 @@ from models.text import printable
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
-JOB, PAYLOAD, CHUNK, END, FAILED, ERROR = b"J", b"P", b"C", b"E", b"F", b"X"
+JOB, PAYLOAD, CHUNK, END, FAILED, ERROR, OUT_OF_MEMORY = b"J", b"P", b"C", b"E", b"F", b"X", b"M"
+EXIT_OUT_OF_MEMORY = 3  # the child's exit code when it ran out of memory reading a job's payload
 WRITE_SLICE = 1024 * 1024
 HEADER_BYTES = 5
 MAX_FRAME_BYTES = 2**32 - 1
@@ -79,6 +89,33 @@ class PoolClosed(Exception):  # noqa: N818 - a signal, not a failure of the feed
     rolling deploy or a scale-down ended every run in flight as ``failed``, or ``partial`` with
     what was published so far, and nothing imported the rest.)
     """
+
+
+def memory_reason(max_memory_mb: int | None) -> str:
+    """The run's reason when its parse needed more memory than a parse process may have."""
+    return f"parser exceeded PARSE_MAX_MEMORY_MB={max_memory_mb}: the feed needs more memory to parse than a parse process may use"
+
+
+def death_reason(returncode: int | None, max_memory_mb: int | None) -> str:
+    """The run's reason when its parse process died: named after the memory limit when memory is the likely cause."""
+    if max_memory_mb is not None:
+        if returncode == EXIT_OUT_OF_MEMORY:
+            return memory_reason(max_memory_mb)
+        if returncode == -signal.SIGKILL:  # not the limit (that is a MemoryError), but the OOM killer's signal
+            return f"parser process died (exit code {returncode}: killed, likely out of memory; PARSE_MAX_MEMORY_MB={max_memory_mb})"
+    return f"parser process died (exit code {returncode})"
+
+
+def peak_rss_bytes(pid: int) -> int | None:
+    """A live process's peak resident set (``VmHWM``), or None when it is gone or this is not Linux."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return None
 
 
 def frame(kind: bytes, body: bytes) -> bytes:
@@ -139,9 +176,10 @@ class ParseJob:
     ``handed_out`` is how many items (sequence numbers) the chunks so far covered.
     """
 
-    def __init__(self, child: _Child, timeout_seconds: float) -> None:
+    def __init__(self, child: _Child, timeout_seconds: float, max_memory_mb: int | None = None) -> None:
         self.child = child
         self._timeout_seconds = timeout_seconds
+        self._max_memory_mb = max_memory_mb
         self.summary: FeedSummary | None = None
         self.handed_out = 0
         self.finished = False  # the child answered to the end and can take another job
@@ -162,7 +200,7 @@ class ParseJob:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(1.0):
                     await process.wait()
-            raise ParseFailed(f"parser process died (exit code {process.returncode})", self.handed_out, self.waited) from exc
+            raise ParseFailed(death_reason(process.returncode, self._max_memory_mb), self.handed_out, self.waited) from exc
         finally:
             self.waited += loop.time() - started
 
@@ -196,6 +234,8 @@ class ParseJob:
                 self.summary = decode_summary(body)
                 self.finished = True
                 return
+            elif kind == OUT_OF_MEMORY:  # not finished: the child is replaced (its heap may be fragmented)
+                raise ParseFailed(memory_reason(self._max_memory_mb), self.handed_out, self.waited)
             elif kind == FAILED:
                 self.finished = True
                 message = body.decode("utf-8", "replace")
@@ -256,13 +296,17 @@ class ParserPool:
     """At most ``processes`` parse processes, each parsing one feed at a time under a deadline."""
 
     def __init__(
-        self, *, processes: int, timeout_seconds: float, max_items: int, max_posting_bytes: int | None = None, partitions: int = 1
+        self, *, processes: int, timeout_seconds: float, max_items: int, max_posting_bytes: int | None = None, partitions: int = 1,
+        max_memory_mb: int | None = None, on_peak_rss: Callable[[int], None] | None = None,
     ) -> None:
         self.processes = processes
         self.timeout_seconds = timeout_seconds
         self.max_items = max_items
         self.max_posting_bytes = max_posting_bytes  # larger postings become failed items (see parse_in_chunks)
         self.partitions = partitions  # jobs.parsed partitions: each posting row carries its key's partition
+        self.max_memory_mb = max_memory_mb  # each child's address-space limit (None: no limit)
+        self.on_peak_rss = on_peak_rss  # told ``peak_rss`` whenever a job ends (for a gauge)
+        self.peak_rss = 0  # the largest peak RSS of any child so far, in bytes
         self._idle: list[_Child] = []
         self._children: set[_Child] = set()
         self._slots: asyncio.Semaphore | None = None  # made on first use, inside the running loop
@@ -282,8 +326,9 @@ class ParserPool:
         # is the worker's to act on. In the group, the child died first (even while it was still starting),
         # and the run in flight ended "failed: parser process died (exit code -15)". The worker kills its
         # children when it closes the pool, and the kernel when the worker dies (PR_SET_PDEATHSIG).
+        limit = () if self.max_memory_mb is None else (str(self.max_memory_mb),)
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "agents.parse_child", str(os.getpid()),
+            sys.executable, "-m", "agents.parse_child", str(os.getpid()), *limit,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=READ_LIMIT, start_new_session=True,
         )
         child = _Child(process)
@@ -314,7 +359,7 @@ class ParserPool:
             jobs: list[ParseJob] = []
             try:
                 for lane in range(lanes):
-                    job = ParseJob(await self._child(), self.timeout_seconds)
+                    job = ParseJob(await self._child(), self.timeout_seconds, self.max_memory_mb)
                     jobs.append(job)
                     body = marshal.dumps((source_url, source_name,
                                           (self.max_items, self.max_posting_bytes, self.partitions, lane, lanes),
@@ -341,15 +386,29 @@ class ParserPool:
         return await self._spawn()
 
     async def _release(self, job: ParseJob, source_url: str) -> None:
-        """Back to the idle list if its job ended well, else killed."""
+        """Back to the idle list if its job ended well, else killed; its peak RSS is noted either way."""
         child = job.child
+        peak = peak_rss_bytes(child.process.pid) if child.alive else None  # read while /proc still has it
         if job.finished and child.alive and not self._closed:
             self._idle.append(child)
         else:
-            if child.alive:
+            died = not child.alive
+            if not died:
                 logger.warning("parse process killed pid=%d url=%s", child.process.pid, source_url)
             await child.kill()
             self._children.discard(child)
+            if died:  # reaped by now: the kernel's figure for reaped children covers it (the largest of them)
+                peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+        if peak is not None:
+            self._note_peak_rss(peak, child.process.pid, source_url)
+
+    def _note_peak_rss(self, peak: int, pid: int, source_url: str) -> None:
+        """Log a child's peak RSS (its high-water mark so far) and keep the largest."""
+        self.peak_rss = max(self.peak_rss, peak)
+        logger.info("parse process peak_rss_mb=%.1f limit_mb=%s pid=%d url=%s", peak / 2**20,
+                    self.max_memory_mb if self.max_memory_mb is not None else "none", pid, source_url)
+        if self.on_peak_rss is not None:
+            self.on_peak_rss(self.peak_rss)
 
     async def close(self) -> None:
         """Kill every parse process and wait for each (the worker is stopping)."""

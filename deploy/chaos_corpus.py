@@ -219,3 +219,74 @@ def _rdf_item(_url: str, posting: Posting) -> str:
 
 
 _ITEM = {"rss": _rss_item, "atom": _atom_entry, "rdf": _rdf_item}
+
+
+# --------------------------------------------------------------------------- feeds that test the parse's memory bounds
+
+ITEM_ELEMENTS_BOUND = 100_000  # the item reader's bound (models.feed.MAX_ITEM_NODES), written out here
+ITEM_TEXT_BOUND = 4_000_000  # and models.feed.MAX_ITEM_TEXT_CHARS
+
+
+@dataclass(frozen=True)
+class MemoryCase:
+    """A feed built to cost the parse memory, and what its run must end as.
+
+    ``status``/``reason``: the run's status and a substring of its error or of a failure's reason;
+    ``counts``: the exact SPEC counts of its run (None when the parse stops it as a whole).
+    """
+
+    name: str
+    body: bytes
+    status: str
+    reason: str
+    counts: dict[str, int] | None
+
+
+def _around(hostile_item: str, name: str) -> bytes:
+    """An RSS feed of one good item, the hostile one (guid ``{name}-hostile``, first), and another good item."""
+    def good(n: int) -> str:
+        return f"<item><title>Good {n}</title><guid>{name}-good-{n}</guid><description>A job.</description></item>"
+    return ('<?xml version="1.0" encoding="UTF-8"?><rss version="2.0"><channel><title>Memory</title>'
+            f"{good(1)}{hostile_item}{good(2)}</channel></rss>").encode()
+
+
+def _one_failed() -> dict[str, int]:
+    """The counts of a first run of ``_around``'s feed: the two good items created, the hostile one failed."""
+    return {"totalFetched": 3, "newJobs": 2, "updatedJobs": 0, "unchangedJobs": 0, "failedJobs": 1}
+
+
+def wide_item(name: str, elements: int, distinct_names: bool = False) -> MemoryCase:
+    """One item of ``elements`` small child elements (``<p>x</p>``, or ``<p123>x</p123>`` each named apart).
+
+    Built as a dict per item, this took about 50 times the feed's size (issue 22); past the reader's
+    bound the item fails alone. Distinct names also cost expat about 70 bytes each for the whole parse
+    (its table of element types), which no reader can avoid: the memory limit is the bound there.
+    """
+    children = "".join(f"<p{i}>x</p{i}>" for i in range(elements)) if distinct_names else "<p>x</p>" * elements
+    body = _around(f"<item><guid>{name}-hostile</guid><title>Wide</title>{children}</item>", name)
+    return MemoryCase(name, body, "partial", f"item too large: more than {ITEM_ELEMENTS_BOUND:,} elements and attributes",
+                      _one_failed())
+
+
+def many_attributes(name: str, attributes: int, elements: int = 1) -> MemoryCase:
+    """One item whose ``elements`` child elements carry ``attributes`` attributes in all (``a0=""``...)."""
+    per = attributes // elements
+    child = "<x " + " ".join(f'a{i}=""' for i in range(per)) + "/>"
+    body = _around(f"<item><guid>{name}-hostile</guid><title>Attributes</title>{child * elements}</item>", name)
+    return MemoryCase(name, body, "partial", f"item too large: more than {ITEM_ELEMENTS_BOUND:,} elements and attributes",
+                      _one_failed())
+
+
+def long_text(name: str, chars: int) -> MemoryCase:
+    """One item with ``chars`` characters of text in one element (far past any field's own bound)."""
+    body = _around(f"<item><guid>{name}-hostile</guid><title>Text</title><description>{'x' * chars}</description></item>",
+                   name)
+    return MemoryCase(name, body, "partial", f"item too large: more than {ITEM_TEXT_BOUND:,} characters of text",
+                      _one_failed())
+
+
+def past_memory_limit(name: str, attributes: int, limit_mb: int) -> MemoryCase:
+    """One start tag of ``attributes`` attributes: expat and pyexpat build all of it (a dict of about 300 bytes an
+    attribute, measured) before any reader code runs, so only the parse process's memory limit stops it."""
+    case = many_attributes(name, attributes)
+    return MemoryCase(name, case.body, "failed", f"parser exceeded PARSE_MAX_MEMORY_MB={limit_mb}", None)

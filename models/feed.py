@@ -82,6 +82,23 @@ MAX_LINE_CHARS = 10_000
 MAX_DESCRIPTION_CHARS = 1_000_000
 """Longest description (a posting travels as one Kafka message and one MongoDB document)."""
 MAX_CATEGORIES = 1_000
+MAX_ITEM_NODES = 100_000
+"""Most elements and attributes, counted together, in one item (or other element at item depth).
+
+A real posting has tens, an XHTML description a few thousand. Each costs the reader a dict entry or
+a dict before the item can be normalised: up to about 400 bytes each in the worst shape measured
+(an attribute on every element), so an item at the bound holds about 40 MB. Without it one item of
+millions of small elements took 50 times the feed's size (a 15 MiB feed: 763 MB). Past it the rest
+of the item is skipped, not built, and the item fails alone.
+"""
+MAX_ITEM_TEXT_CHARS = 4_000_000
+"""Most characters of text and attribute values in one item, counted as the reader keeps them.
+
+Room for a description at ``MAX_DESCRIPTION_CHARS`` written twice (``description`` and
+``content:encoded``) and every other field at its own bound; far more than a posting can carry in
+one Kafka message (``KAFKA_MAX_MESSAGE_BYTES``, 1 MiB by default). Up to 4 bytes a character in
+memory, so an item at the bound holds at most about 16 MB of text. Past it the item fails alone.
+"""
 MAX_DATE_CHARS = 256
 """Longer date text is not a date: parse_date returns None before any pattern runs."""
 MAX_KEY_CHARS = 500
@@ -558,7 +575,9 @@ def _parse_guarded(payload: bytes, reader: _ItemReader | None = None) -> None:
     An entity declaration is refused here too (never reached after the prolog check: a further
     guard); no external entity is ever loaded. Exceptions of the reader's own pass through.
     """
-    parser = expat.ParserCreate()
+    # No interning of names: pyexpat keeps every distinct element and attribute name it interned for the
+    # whole parse (about 110 bytes each), so a feed of millions of distinct names grew past the item bounds.
+    parser = expat.ParserCreate(intern=None)
     parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
     if reader is not None:
         reader.attach(parser)
@@ -575,7 +594,13 @@ def _parse_guarded(payload: bytes, reader: _ItemReader | None = None) -> None:
         raise _parse_error(payload, exc) from exc
 
 
+_EXPAT_NO_MEMORY = expat.errors.codes[expat.errors.XML_ERROR_NO_MEMORY]
+
+
 def _parse_error(payload: bytes, exc: expat.ExpatError) -> FeedError:
+    """The feed's error for an expat error; expat out of memory is a MemoryError (the parse's limit, not the feed's fault)."""
+    if exc.code == _EXPAT_NO_MEMORY:
+        raise MemoryError("expat: out of memory") from exc
     if looks_like_html(payload):
         return FeedError(f"not a feed: looks like an HTML page (XML parse error: {exc})")
     return FeedError(f"XML parse error: {exc}")
@@ -949,6 +974,10 @@ class _Collector:
 
     def _normalise(self, item: Any, index: int, k: _Keys) -> JobPosting | ItemFailure:
         if not isinstance(item, dict):
+            if type(item) is _Oversized:  # past the reader's bounds: only the part before them was built
+                partial = item.partial
+                key = _best_key(partial, index, k) if isinstance(partial, dict) else f"item[{index}]"
+                return ItemFailure(key=key, reason=item.reason, stage="parse")
             return ItemFailure(key=f"item[{index}]", reason="malformed item: no child elements")
         try:
             if self.kind == "atom":
@@ -1071,6 +1100,22 @@ class _Stop(Exception):
     """Raised through expat when the item callback asks to stop reading."""
 
 
+@dataclass(frozen=True, slots=True)
+class _Oversized:
+    """What the item reader hands over for an item past ``MAX_ITEM_NODES`` or ``MAX_ITEM_TEXT_CHARS``.
+
+    ``partial`` is what was built of the item before the bound (at most the bound's worth): enough for
+    the failure's key when its guid came first.
+    """
+
+    reason: str
+    partial: Any
+
+
+TOO_MANY_NODES = f"item too large: more than {MAX_ITEM_NODES:,} elements and attributes"
+TOO_MUCH_TEXT = f"item too large: more than {MAX_ITEM_TEXT_CHARS:,} characters of text"
+
+
 class _ItemReader:
     """expat handlers that build each item as ``xmltodict.parse(item_depth=...)`` builds it, and hand it over.
 
@@ -1083,11 +1128,17 @@ class _ItemReader:
     posting of the bench feed), and refuses nesting deeper than ``MAX_DEPTH`` in the same call
     (each open level holds a dict and a stack entry before any item closes).
 
+    Each element at item depth is bounded while it is built: past ``MAX_ITEM_NODES`` elements and
+    attributes or ``MAX_ITEM_TEXT_CHARS`` characters, what was built is dropped, the rest of it is
+    walked without building anything, and ``on_item`` gets an :class:`_Oversized` for it. So memory
+    is bounded per item, not by the feed's size. Text outside items is never kept (nothing uses it).
+
     ``on_item(ancestors, name, value)`` gets each element at ``item_depth`` when it closes:
     ``ancestors`` are the ``(name, attributes or None)`` of the elements above it.
     """
 
-    __slots__ = ("item_depth", "on_item", "skips", "on_skipped", "skipping", "depth", "ancestors", "stack", "item", "data")
+    __slots__ = ("item_depth", "on_item", "skips", "on_skipped", "skipping", "depth", "ancestors", "stack", "item", "data",
+                 "nodes", "chars", "oversized")  # fmt: skip
 
     def __init__(self, item_depth: int, on_item: Callable[[list[tuple[str, dict[str, str] | None]], str, Any], bool],
                  skips: Callable[[list[tuple[str, dict[str, str] | None]], str], bool] | None = None,
@@ -1104,6 +1155,9 @@ class _ItemReader:
         self.stack: list[tuple[Any, list[str]]] = []
         self.item: Any = None
         self.data: list[str] = []
+        self.nodes = 0  # elements and attributes of the element at item depth being built
+        self.chars = 0  # and characters of its text and attribute values
+        self.oversized: _Oversized | None = None  # set when it passed a bound: the rest of it is skipped
 
     def attach(self, parser: Any) -> None:
         parser.ordered_attributes = False
@@ -1121,11 +1175,26 @@ class _ItemReader:
             raise _TooDeep
         if self.skipping:
             return
-        if depth == self.item_depth and self.skips is not None and self.skips(self.ancestors, name):
-            self.skipping = True
-            return
-        self.stack.append((self.item, self.data))
-        self.item = {"@" + key: value for key, value in attrs.items()} if attrs else None
+        if depth == self.item_depth:
+            if self.skips is not None and self.skips(self.ancestors, name):
+                self.skipping = True
+                return
+            self.nodes = self.chars = 0
+        if attrs:
+            self.nodes += 1 + len(attrs)
+            self.chars += sum(map(len, attrs.values()))
+            if self.nodes > MAX_ITEM_NODES or self.chars > MAX_ITEM_TEXT_CHARS:
+                self._too_large(TOO_MANY_NODES if self.nodes > MAX_ITEM_NODES else TOO_MUCH_TEXT)
+                return
+            self.stack.append((self.item, self.data))
+            self.item = {"@" + key: value for key, value in attrs.items()}
+        else:
+            nodes = self.nodes = self.nodes + 1
+            if nodes > MAX_ITEM_NODES:
+                self._too_large(TOO_MANY_NODES)
+                return
+            self.stack.append((self.item, self.data))
+            self.item = None
         self.data = []
 
     def end(self, name: str) -> None:
@@ -1134,7 +1203,11 @@ class _ItemReader:
         if self.skipping:
             if depth == self.item_depth:
                 self.skipping = False
-                if self.on_skipped is not None and not self.on_skipped():
+                oversized, self.oversized = self.oversized, None
+                if oversized is not None:
+                    if not self.on_item(self.ancestors, name, oversized):
+                        raise _Stop
+                elif self.on_skipped is not None and not self.on_skipped():
                     raise _Stop
             return
         if depth > self.item_depth:  # a child inside an item: attach it to its parent
@@ -1169,8 +1242,24 @@ class _ItemReader:
             self.item, self.data = None, []
 
     def characters(self, text: str) -> None:
-        if not self.skipping:
+        if self.skipping or self.depth < self.item_depth:
+            return
+        chars = self.chars = self.chars + len(text)
+        if chars > MAX_ITEM_TEXT_CHARS:
+            self._too_large(TOO_MUCH_TEXT)
+        else:
             self.data.append(text)
+
+    def _too_large(self, reason: str) -> None:
+        """The element at item depth passed a bound: keep only its top level built so far, skip the rest of it."""
+        stack = self.stack
+        # stack[0] is what was current before the element at item depth opened; stack[1] holds that
+        # element's own value once a child of it is open, else it is ``self.item``.
+        partial = stack[1][0] if len(stack) > 1 else self.item if stack else None
+        self.oversized = _Oversized(reason, partial)
+        stack.clear()
+        self.item, self.data = None, []
+        self.skipping = True
 
 
 def stream_feed(

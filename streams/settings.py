@@ -17,6 +17,12 @@ MESSAGE_HEADROOM = 16 * 1024  # what wraps a posting in its largest message (cha
 MIN_MESSAGE_BYTES = 64 * 1024
 TRUE_WORDS = ("1", "true", "yes", "on")
 FALSE_WORDS = ("0", "false", "no", "off")
+MIB = 1024 * 1024
+PARSE_MEMORY_HEADROOM_MB = 128
+"""What a parse process needs beside its feed (it holds the payload once): measured, 32 MiB before the
+first feed and about 35 MiB over the payload for a 144 MiB feed of ordinary postings; an item at the
+item reader's bounds (``models.feed.MAX_ITEM_NODES``, ``MAX_ITEM_TEXT_CHARS``) adds up to about 40 MB.
+PARSE_MAX_MEMORY_MB below MAX_FEED_BYTES plus this would fail feeds the fetch accepted."""
 
 
 class SettingsError(ValueError):
@@ -73,6 +79,9 @@ class Settings:
     fetch_allow_networks: str = ""  # comma-separated CIDRs exempt from the egress policy
     fetch_allow_ports: str = "80,443"
     parse_timeout_seconds: float = 120.0
+    # Each parse process's address-space limit (RLIMIT_AS): up to 4 of them per worker, so a hostile feed
+    # costs the machine at most that, and the OOM killer never has to choose the broker or the store.
+    parse_max_memory_mb: int = 512
     max_items_per_feed: int = 1_000_000
     # The largest Kafka message the pipeline sends: topics are created with it (max.message.bytes),
     # producers are capped by it, and a posting too large for it is one failed item. The default is
@@ -182,6 +191,10 @@ class Settings:
         if self.api_reads_require_token and not self.api_token:
             found.append("API_READS_REQUIRE_TOKEN is on but API_TOKEN is not set: there is no token to require")
         found.extend(problem for entry in self.allowed_hosts if (problem := allowed_host_problem(entry)))
+        needed = -(-self.max_feed_bytes // MIB) + PARSE_MEMORY_HEADROOM_MB
+        if self.parse_max_memory_mb < needed:
+            found.append(f"PARSE_MAX_MEMORY_MB must be at least MAX_FEED_BYTES in MiB + {PARSE_MEMORY_HEADROOM_MB} "
+                         f"(a parse process holds the feed, then parses it), that is {needed}, got {self.parse_max_memory_mb}")
         if self.loop_lag_report_seconds <= 0:
             found.append(f"LOOP_LAG_REPORT_SECONDS must be > 0, got {self.loop_lag_report_seconds}")
         return found

@@ -43,7 +43,8 @@ def run_worker(settings: Settings) -> None:
     # No process starts here: the first feed to parse starts the first parse process.
     parsers = ParserPool(processes=default_processes(), timeout_seconds=settings.parse_timeout_seconds,
                          max_items=settings.max_items_per_feed, max_posting_bytes=settings.max_posting_bytes,
-                         partitions=settings.topic_partitions)
+                         partitions=settings.topic_partitions, max_memory_mb=settings.parse_max_memory_mb,
+                         on_peak_rss=metrics.PARSE_PEAK_RSS_BYTES.set)
     agents.attach_all(pipeline, store, parsers)
 
     async def prepare_store() -> None:

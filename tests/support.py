@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -112,6 +113,21 @@ class Process:
 
 
 WORKER_READY = "Worker ready"
+PEAK_RSS_LINE = re.compile(r"parse process peak_rss_mb=([0-9.]+) limit_mb=(\S+) pid=(\d+) url=(\S+)")
+
+
+def parse_peaks(log: Path) -> dict[str, tuple[float, str]]:
+    """Per feed URL, the largest peak RSS (MiB) a worker logged for its parse processes, with the limit it logged.
+
+    A parse process's peak is its high-water mark over its life: a process reused for several feeds
+    reports the largest so far, so a feed's figure bounds what its own parse took from above.
+    """
+    peaks: dict[str, tuple[float, str]] = {}
+    for match in PEAK_RSS_LINE.finditer(log.read_text(errors="replace")):
+        url, peak = match.group(4), float(match.group(1))
+        if peak >= peaks.get(url, (0.0, ""))[0]:
+            peaks[url] = (peak, match.group(2))
+    return peaks
 
 
 class LoopbackServer:

@@ -1,12 +1,14 @@
 """Issue 8's done-when: a corpus of hostile feeds against a real worker, next to a normal feed.
 
 Every hostile feed (the measured regex cases, DTD/ATTLIST, entities, deep nesting, huge text and
-attributes, a million items, broken encodings and BOMs, a gzip bomb, slowloris, redirects to
+attributes, a million items, an item of a million elements, of many attributes or of 20 million characters,
+broken encodings and BOMs, a gzip bomb, slowloris, redirects to
 loopback / a disallowed port / cloud metadata, HTML, JSON, empty, truncated, binary, a parse
 that passes its deadline) must end as a clean ``failed`` or ``partial`` run with its reason,
 within its deadline, while a normal feed imported at the same time completes within 30 s and
 the worker's event loop never lags a second (read from the worker's own ``event loop lag``
-log lines, one per second here). Everything is served from 127.0.0.1 (and 127.0.0.2, which
+log lines, one per second here), and no parse process's peak RSS passes PARSE_MAX_MEMORY_MB (its default,
+read from the worker's log). Everything is served from 127.0.0.1 (and 127.0.0.2, which
 must never be contacted); bounds are small (PARSE_TIMEOUT_SECONDS=3, FETCH_TIMEOUT_SECONDS=2,
 MAX_ITEMS_PER_FEED=1000) so the file runs in about two minutes.
 """
@@ -27,11 +29,13 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from deploy import chaos_corpus
 from models.egress import REFUSED
 from models.registry import FeedEntry
 from models.runs import FINISHED
 from streams.cli import import_feeds
-from tests.support import WORKER_READY, LoopbackServer, Process, mongo_db, rss, settings_of, wait_for
+from streams.settings import Settings
+from tests.support import WORKER_READY, LoopbackServer, Process, mongo_db, parse_peaks, rss, settings_of, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
@@ -110,9 +114,10 @@ def corpus(main: HostileServer, other_host: HostileServer, other_port: HostileSe
     """Put every hostile feed on ``main`` and return what each must end as."""
     hostile_date = "Mon, 06 Jan 2025 10:00:00" + " " * 16_000 + "x"
     deep = "<a>" * 100_000 + "</a>" * 100_000
-    # ~0.13 s of re-serialising per item (measured): 40 items take about 5 s, past the 3 s deadline. 28 MB, so
+    # ~0.12 s of re-serialising per item (measured): 40 items take about 5 s, past the 3 s deadline. 25 MB, so
     # it goes to two parse lanes; all 40 items are in the first lane's first block, which misses the deadline.
-    slow_description = "<b a='1'>x</b>" * 50_000
+    # 90,000 elements and attributes an item: under the item reader's bound (MAX_ITEM_NODES), so it is slow, not refused.
+    slow_description = "<b a='1'>x</b>" * 45_000
     rng = random.Random(8)  # noqa: S311 - reproducible noise, not a secret
     bodies: dict[str, bytes] = {
         "regex-html-comments-28": b"<!---->" * 28 + b"<rss>",
@@ -145,6 +150,9 @@ def corpus(main: HostileServer, other_host: HostileServer, other_port: HostileSe
         "slow-parse": feed("".join(item(i, f"<content:encoded>{slow_description}</content:encoded>") for i in range(40)))
         .replace(b'<rss version="2.0">', b'<rss version="2.0" xmlns:content="http://purl.org/rss/1.0/modules/content/">'),
     }
+    memory = [chaos_corpus.wide_item("wide-item", 1_000_000), chaos_corpus.many_attributes("many-attributes", 200_000),
+              chaos_corpus.long_text("long-text", 20_000_000)]
+    bodies.update({case.name: case.body for case in memory})
     for name, body in bodies.items():
         main.bodies[name] = (body, {})
     main.bodies["gzip-bomb"] = (gzip_bomb(200), {"Content-Encoding": "gzip"})
@@ -172,6 +180,7 @@ def corpus(main: HostileServer, other_host: HostileServer, other_port: HostileSe
         Case("huge-text-node", "partial", "item too large: a category has 3,000,000 characters"),
         Case("huge-attribute", "partial", "item too large: link has 3,000,018 characters"),
         Case("one-million-items", "partial", "feed has more than 1,000 items (MAX_ITEMS_PER_FEED)"),
+        *(Case(case.name, case.status, case.reason) for case in memory),
         Case("encoding-invalid-utf8", "failed", "XML parse error: not well-formed (invalid token)"),
         Case("encoding-unknown", "failed", "XML parse error: unknown encoding"),
         Case("encoding-multibyte-declared", "failed", "XML parse error: multi-byte encodings are not supported"),
@@ -238,6 +247,9 @@ async def test_hostile_corpus_fails_cleanly_while_a_normal_feed_completes(
     normal_seconds = seconds_between(docs[normal_name]["requestedAt"], docs[normal_name]["finishedAt"])
     print(f"normal feed: requested to completed in {normal_seconds:.2f} s")
     print(f"event-loop lag: max {max(lags) * 1000:.1f} ms over {len(lags)} one-second windows")
+    peaks = parse_peaks(worker.log_path)
+    print("peak RSS of the parse processes (MiB, a process's high-water mark so far): " + ", ".join(
+        f"{name} {peaks[main.url(name)][0]:.0f}" for name in names if main.url(name) in peaks))
 
     normal = docs[normal_name]
     assert normal["status"] == "completed", normal
@@ -268,6 +280,9 @@ async def test_hostile_corpus_fails_cleanly_while_a_normal_feed_completes(
     assert docs["deep-nesting-after-items"]["totalFetched"] == 601
     assert other_host.hits == [] and other_port.hits == [], "a refused destination was contacted"
     assert lags and max(lags) < MAX_LAG, f"event loop lagged {max(lags):.2f}s"
+    default_limit = Settings().parse_max_memory_mb
+    assert {limit for _, limit in peaks.values()} == {str(default_limit)}
+    assert max(peak for peak, _ in peaks.values()) <= default_limit
 
 
 async def test_default_policy_refuses_a_loopback_feed(

@@ -15,6 +15,7 @@ import pytest
 
 from agents import parsing
 from agents.parsing import LanedParse, ParseFailed, ParseJob, ParserPool, PoolClosed
+from deploy import chaos_corpus
 from models.feed import FeedError, ItemFailure, JobPosting, parse_feed
 from models.feedstream import LANE_ITEMS, Row, posting_row
 from models.postings import posting_json
@@ -306,3 +307,88 @@ def test_children_die_with_a_killed_parent() -> None:
     while running(child) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not running(child)
+
+
+# --------------------------------------------------------------------------- PARSE_MAX_MEMORY_MB (issue 22)
+
+LIMIT_MB = 192
+
+
+def address_space_limit(pid: int) -> int | None:
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max address space"):
+            soft = line.split()[3]
+            return None if soft == "unlimited" else int(soft)
+    return None
+
+
+def test_reasons_name_the_memory_limit() -> None:
+    assert parsing.memory_reason(512).startswith("parser exceeded PARSE_MAX_MEMORY_MB=512")
+    assert parsing.death_reason(parsing.EXIT_OUT_OF_MEMORY, 512) == parsing.memory_reason(512)
+    assert "likely out of memory; PARSE_MAX_MEMORY_MB=512" in parsing.death_reason(-signal.SIGKILL, 512)
+    assert parsing.death_reason(-signal.SIGKILL, None) == "parser process died (exit code -9)"
+    assert parsing.death_reason(1, 512) == "parser process died (exit code 1)"
+
+
+async def test_each_child_runs_under_the_memory_limit() -> None:
+    pool = ParserPool(processes=1, timeout_seconds=30.0, max_items=1_000_000, max_memory_mb=LIMIT_MB)
+    try:
+        rows, _, _ = await collect(pool, big_feed(1000))
+        assert len(rows) == 1000
+        [pid] = pool.pids()
+        assert address_space_limit(pid) == LIMIT_MB * 1024 * 1024
+        assert 0 < pool.peak_rss <= LIMIT_MB * 1024 * 1024
+    finally:
+        await pool.close()
+
+
+async def test_a_parse_past_the_memory_limit_fails_naming_it_and_the_child_is_replaced() -> None:
+    """One start tag of 2,000,000 attributes: pyexpat builds all of it before any handler, so only the limit stops it."""
+    case = chaos_corpus.past_memory_limit("limit", 2_000_000, LIMIT_MB)
+    peaks: list[int] = []
+    pool = ParserPool(processes=1, timeout_seconds=60.0, max_items=1_000_000, max_memory_mb=LIMIT_MB, on_peak_rss=peaks.append)
+    try:
+        await collect(pool, big_feed(3))
+        [pid] = pool.pids()
+        with pytest.raises(ParseFailed, match=rf"^parser exceeded PARSE_MAX_MEMORY_MB={LIMIT_MB}: ") as info:
+            await collect(pool, case.body)
+        assert info.value.handed_out <= 1  # at most the good item before it, whose chunk may have gone out
+        assert not running(pid) and pool.pids() == []
+        print(f"\npeak RSS of the parse process: {pool.peak_rss / 2**20:.1f} MiB (limit {LIMIT_MB} MiB)")
+        assert pool.peak_rss > 100 * 1024 * 1024, "the feed did use memory: the limit, not something else, stopped it"
+        assert pool.peak_rss <= LIMIT_MB * 1024 * 1024
+        assert peaks and peaks[-1] == pool.peak_rss
+        rows, _, _ = await collect(pool, big_feed(3))  # a fresh child takes the next feed
+        assert len(rows) == 3 and pool.pids() != [pid]
+    finally:
+        await pool.close()
+
+
+async def test_a_child_out_of_memory_while_reading_the_payload_names_the_limit() -> None:
+    """A payload larger than what the limit leaves after start-up (about 32 MiB): the child exits EXIT_OUT_OF_MEMORY."""
+    pool = ParserPool(processes=1, timeout_seconds=60.0, max_items=1_000_000, max_memory_mb=64)
+    try:
+        with pytest.raises(ParseFailed, match=r"^parser exceeded PARSE_MAX_MEMORY_MB=64: "):
+            await collect(pool, b" " * (48 * 1024 * 1024) + big_feed(3))
+        rows, _, _ = await collect(pool, big_feed(3))
+        assert len(rows) == 3
+    finally:
+        await pool.close()
+
+
+@pytest.mark.parametrize(
+    "case",
+    [chaos_corpus.wide_item("wide", 2_000_000), chaos_corpus.wide_item("wide-names", 1_000_000, distinct_names=True),
+     chaos_corpus.many_attributes("attrs", 300_000, elements=100), chaos_corpus.long_text("text", 30_000_000)],
+    ids=lambda case: case.name,
+)
+async def test_hostile_items_fail_alone_in_a_child_well_under_the_limit(case: chaos_corpus.MemoryCase) -> None:
+    pool = ParserPool(processes=1, timeout_seconds=60.0, max_items=1_000_000, max_memory_mb=LIMIT_MB)
+    try:
+        rows, summary, _ = await collect(pool, case.body)
+        print(f"\n{case.name}: {len(case.body) / 2**20:.1f} MiB feed, parse process peak RSS {pool.peak_rss / 2**20:.1f} MiB")
+        assert [len(row) for row in rows] == [3, 4, 3]  # posting, failure, posting
+        assert rows[1][1:] == (f"{case.name}-hostile", case.reason, "parse")
+        assert pool.peak_rss <= LIMIT_MB * 1024 * 1024
+    finally:
+        await pool.close()

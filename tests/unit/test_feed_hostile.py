@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import time
+from xml.parsers import expat
 
 import pytest
 
+from deploy import chaos_corpus
 from models import feed
 from models.feed import (
     MAX_CATEGORIES,
     MAX_DEPTH,
     MAX_DESCRIPTION_CHARS,
+    MAX_ITEM_NODES,
+    MAX_ITEM_TEXT_CHARS,
     MAX_KEY_CHARS,
     MAX_LINE_CHARS,
     MAX_REASON_CHARS,
@@ -216,3 +220,107 @@ def test_huge_attribute_on_a_link_fails_the_item() -> None:
     assert time.perf_counter() - started < FAST
     assert isinstance(failure, ItemFailure) and failure.reason.startswith("item too large: link has 2,000,018 characters")
     assert isinstance(fine, JobPosting)
+
+
+# --------------------------------------------------------------------------- per-item bounds of the item reader (issue 22)
+
+
+def test_the_corpus_writes_the_reader_bounds_as_they_are() -> None:
+    """``deploy/chaos_corpus.py`` does not import models/ (its truths stay independent): its copies must agree."""
+    assert (chaos_corpus.ITEM_ELEMENTS_BOUND, chaos_corpus.ITEM_TEXT_BOUND) == (MAX_ITEM_NODES, MAX_ITEM_TEXT_CHARS)
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        chaos_corpus.wide_item("wide", 1_000_000),
+        chaos_corpus.wide_item("wide-names", 200_000, distinct_names=True),
+        chaos_corpus.many_attributes("attrs-one-element", 150_000),
+        chaos_corpus.many_attributes("attrs-spread", 150_000, elements=1_000),
+        chaos_corpus.long_text("long-text", 10_000_000),
+    ],
+    ids=lambda case: case.name,
+)
+def test_an_item_past_the_reader_bounds_fails_alone(case: chaos_corpus.MemoryCase) -> None:
+    items = parse_feed(case.body, SRC).items
+    assert [type(item).__name__ for item in items] == ["JobPosting", "ItemFailure", "JobPosting"]
+    failure = items[1]
+    assert isinstance(failure, ItemFailure)
+    assert (failure.key, failure.stage) == (f"{case.name}-hostile", "parse")  # its guid came before the bound
+    assert failure.reason == case.reason
+    assert [item.external_id for item in items if isinstance(item, JobPosting)] == [f"{case.name}-good-1", f"{case.name}-good-2"]
+
+
+@pytest.mark.parametrize(
+    ("inside", "fails"),
+    [
+        ("<p>x</p>" * (MAX_ITEM_NODES - 2), False),  # item, guid and the rest: exactly at the bound
+        ("<p>x</p>" * (MAX_ITEM_NODES - 1), True),
+        ("<p " + " ".join(f'a{i}=""' for i in range(MAX_ITEM_NODES - 3)) + "/>", False),
+        ("<p " + " ".join(f'a{i}=""' for i in range(MAX_ITEM_NODES - 2)) + "/>", True),
+        (f"<description>{'d' * (MAX_ITEM_TEXT_CHARS - 1)}</description>", False),  # 1 character of guid
+        (f"<description>{'d' * MAX_ITEM_TEXT_CHARS}</description>", True),
+        (f"<p a='{'v' * (MAX_ITEM_TEXT_CHARS - 1)}'/>", False),  # attribute values count as text
+        (f"<p a='{'v' * MAX_ITEM_TEXT_CHARS}'/>", True),
+    ],
+    ids=["nodes-at", "nodes-past", "attrs-at", "attrs-past", "text-at", "text-past", "value-at", "value-past"],
+)
+def test_the_item_bounds_are_exact(inside: str, fails: bool) -> None:
+    """Elements and attributes of the item, the item itself included; characters of text and attribute values."""
+    [item] = parse_feed(rss(f"<item><guid>g</guid>{inside}</item>"), SRC).items
+    if fails:
+        assert isinstance(item, ItemFailure) and item.reason.startswith("item too large: more than")
+    else:  # past the reader, the description's own bound may still fail it: not the reader's
+        assert isinstance(item, JobPosting) or not item.reason.startswith("item too large: more than"), item
+
+
+def test_an_item_past_its_bound_before_its_guid_is_reported_by_position() -> None:
+    payload = rss("<item><guid>a</guid></item><item>" + "<p>x</p>" * MAX_ITEM_NODES + "<guid>late</guid></item>")
+    first, failure = parse_feed(payload, SRC).items
+    assert isinstance(first, JobPosting)
+    assert isinstance(failure, ItemFailure) and failure.key == "item[1]"
+
+
+def test_an_item_with_too_many_attributes_on_itself_fails_alone() -> None:
+    attributes = " ".join(f'a{i}="v"' for i in range(MAX_ITEM_NODES))
+    failure, fine = parse_feed(rss(f"<item {attributes}><guid>g</guid></item><item><guid>ok</guid></item>"), SRC).items
+    assert isinstance(failure, ItemFailure) and failure.key == "item[0]" and "elements and attributes" in failure.reason
+    assert isinstance(fine, JobPosting)
+
+
+def test_text_between_items_is_neither_kept_nor_counted() -> None:
+    """Whitespace (or anything) between items belongs to no item: it must not fail the next one."""
+    spacer = " " * (MAX_ITEM_TEXT_CHARS + 10)
+    items = parse_feed(rss(f"<item><guid>a</guid></item>{spacer}<item><guid>b</guid></item>{spacer}"), SRC).items
+    assert [item.external_id for item in items if isinstance(item, JobPosting)] == ["a", "b"]
+
+
+def test_a_channel_element_past_the_bound_is_ignored_not_fatal() -> None:
+    """A channel's ``<title>`` or ``<image>`` is read at item depth too: past a bound it is dropped, the feed goes on."""
+    payload = rss("<item><guid>a</guid></item>").replace(b"<title>T</title>", b"<image>" + b"<p>x</p>" * MAX_ITEM_NODES
+                                                         + b"</image><title>" + b"t" * (MAX_ITEM_TEXT_CHARS + 1) + b"</title>")
+    parsed = parse_feed(payload, SRC)
+    assert parsed.title == "" and [type(item) for item in parsed.items] == [JobPosting]
+
+
+def test_a_lane_skips_an_oversized_item_of_another_lane_without_building_it() -> None:
+    """A parse lane walks past the items of the other lane: an oversized one there costs it nothing and is not its failure."""
+    payload = chaos_corpus.wide_item("lanes", 300_000).body
+    seen: list[JobPosting | ItemFailure | None] = []
+
+    def keep(item: JobPosting | ItemFailure | None) -> bool:
+        seen.append(item)
+        return True
+
+    feed.stream_feed(payload, SRC, "", keep, wanted=lambda seq: seq != 1)
+    assert [type(item).__name__ for item in seen] == ["JobPosting", "NoneType", "JobPosting"]
+
+
+def test_an_expat_out_of_memory_error_is_a_memory_error_not_a_feed_error() -> None:
+    """Under the parse process's memory limit expat reports 'out of memory' as a parse error: it is the limit's failure."""
+    error = expat.ExpatError("out of memory: line 1, column 0")
+    error.code = expat.errors.codes[expat.errors.XML_ERROR_NO_MEMORY]
+    with pytest.raises(MemoryError):
+        feed._parse_error(b"<rss/>", error)
+    error.code = expat.errors.codes[expat.errors.XML_ERROR_SYNTAX]
+    assert isinstance(feed._parse_error(b"<rss/>", error), FeedError)

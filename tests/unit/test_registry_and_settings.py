@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -60,6 +61,27 @@ def test_settings_report_every_problem_at_once() -> None:
                      "LOG_LEVEL must be one of", "API_PORT must be a TCP port", "KAFKA_MAX_MESSAGE_BYTES must be >= 65536"):
         assert expected in message
     assert "hunter2" not in message
+
+
+@pytest.mark.parametrize(
+    ("env", "problem"),
+    [
+        ({}, None),
+        ({"PARSE_MAX_MEMORY_MB": "178"}, None),  # the 50 MiB default feed limit + 128 MiB
+        ({"PARSE_MAX_MEMORY_MB": "177"}, "PARSE_MAX_MEMORY_MB must be at least MAX_FEED_BYTES in MiB + 128"),
+        ({"MAX_FEED_BYTES": str(500 * 1024 * 1024)}, "that is 628, got 512"),
+        ({"MAX_FEED_BYTES": str(500 * 1024 * 1024), "PARSE_MAX_MEMORY_MB": "1024"}, None),
+        ({"PARSE_MAX_MEMORY_MB": "0"}, "PARSE_MAX_MEMORY_MB must be at least"),
+        ({"PARSE_MAX_MEMORY_MB": "half a gig"}, "PARSE_MAX_MEMORY_MB must be int"),
+    ],
+)
+def test_parse_memory_limit_leaves_room_for_the_largest_feed(env: dict[str, str], problem: str | None) -> None:
+    """A parse process holds its feed's payload before parsing it: a limit below the feed limit fails good feeds."""
+    if problem is None:
+        assert Settings.from_env(env).parse_max_memory_mb == int(env.get("PARSE_MAX_MEMORY_MB", "512"))
+    else:
+        with pytest.raises(SettingsError, match=re.escape(problem)):
+            Settings.from_env(env)
 
 
 def test_secrets_are_not_in_the_repr() -> None:
