@@ -692,8 +692,8 @@ class Chaos:
           while the poller takes the commands).
         - worker-leave: both run; one is stopped gracefully (SIGTERM) as the runs are requested.
         - worker-kill-early: both run; one is killed -9 1-5 s after the request, restarted 2 s later.
-        - join-then-kill: worker-join, then the worker that was already there is killed -9 1-5 s later
-          and restarted 2 s after that: two rebalances back to back.
+        - join-then-kill: worker-join, and the worker that was already there is killed -9 1-5 s after the
+          request (while the other joins, or just after) and restarted 2 s after that: two rebalances back to back.
         """
         s = self.stack
         rng = self.corpus.rng
@@ -705,11 +705,14 @@ class Chaos:
             lead = rng.uniform(0, 6)  # a worker takes a few seconds to join: requests land before, during or after
             await asyncio.sleep(lead)
             wave = await self.request_runs()
+            # The kill counts from the request, not from the join's end: waiting for the joining worker to be
+            # ready first made every kill strike a wave already final.
+            killing = asyncio.create_task(self.kill_soon(other, wave)) if fault == "join-then-kill" else None
             await start
             note = f"{joining.name} joining, {len(wave)} runs requested {lead:.1f}s after its start"
-            if fault == "join-then-kill":
-                delay, progress = await self.kill_soon(other, wave)
-                note += f"; {other.name} killed -9 {delay:.1f}s later ({progress}) and restarted 2s after"
+            if killing is not None:
+                delay, progress = await killing
+                note += f"; {other.name} killed -9 {delay:.1f}s after the request ({progress}) and restarted 2s after"
             return wave, note
         wave = await self.request_runs()
         if fault == "worker-leave":
