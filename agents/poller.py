@@ -39,6 +39,7 @@ from models.feed import FeedError
 from models.feedstream import FeedSummary, Row, tail_failure
 from models.formats import DEFAULT_FORMAT
 from models.messages import decode_command
+from models.replay import RAW_STORED_LIMIT
 from models.runs import compact_failures, iso, outcomes_event, utc_now
 from streams import faust_internals
 from streams.app import Pipeline, Topics, ack_all
@@ -52,7 +53,7 @@ COMMANDS_AT_ONCE = 4
 # Chunks of one feed sent to the broker but not yet acknowledged: the poller sends the next chunk while
 # the broker acknowledges the last ones, instead of a round trip per chunk (2,000 for a 1M feed).
 PUBLISH_AHEAD = 4
-MAX_RAW_STORED = 15 * 1024 * 1024  # below MongoDB's 16 MiB document limit
+MAX_RAW_STORED = RAW_STORED_LIMIT  # below MongoDB's 16 MiB document limit
 COMPRESS_SLICE = 4 * 1024 * 1024
 
 
