@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import sys
 import zlib
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
@@ -15,7 +18,7 @@ from bson import Binary
 from models.runs import FINISHED
 from tests.api.support import ApiHarness, start_api
 from tests.e2e.test_pipeline import assert_invariant, counts, postings, run_import
-from tests.support import FeedServer, Process, mongo_db, rss, wait_for
+from tests.support import ROOT, FeedServer, Process, mongo_db, rss, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
@@ -37,6 +40,15 @@ async def finished_run(env: dict[str, str], run_id: str) -> dict[str, Any]:
                          120, f"run {run_id} to finish")
     assert_invariant(doc)
     return dict(doc)
+
+
+async def cli(env: dict[str, str], *args: str) -> tuple[int, str]:
+    """``jobstream ARGS`` in a subprocess (asynchronously: the feed server runs on this test's loop)."""
+    process = await asyncio.create_subprocess_exec(sys.executable, "-m", "streams.cli", *args, cwd=ROOT,
+                                                   env={**os.environ, **env}, stdout=asyncio.subprocess.PIPE,
+                                                   stderr=asyncio.subprocess.STDOUT)
+    output, _ = await process.communicate()
+    return int(process.returncode or 0), output.decode()
 
 
 async def register(api: ApiHarness, url: str) -> None:
@@ -72,6 +84,11 @@ async def test_a_replay_of_unchanged_data_is_all_unchanged_and_fetches_nothing(
     assert feed_server.hits.count(name) == hits, "a replay fetches nothing"
     assert db.fetch_state.find_one({"sourceUrl": url}, {"_id": 0}) == validators, "nor touches the validators"
     assert db.raw_feeds.count_documents({"sourceUrl": url}) == 1, "nor stores the payload again"
+
+    code, output = await cli(pipeline_env, "replay", first["runId"], "--timeout", "120")
+    assert code == 0 and "unchanged=30" in output and "1 of 1 runs completed" in output, output
+    code, output = await cli(pipeline_env, "replay", "no-such-run")
+    assert code == 2 and "no import run" in output, output
 
 
 async def test_a_replay_of_an_older_payload_never_rolls_a_posting_back(
@@ -190,5 +207,13 @@ async def test_a_preview_shows_the_first_postings_and_writes_nothing(
     assert "refused" in refused["error"]
     for bad in ({}, {"url": "ftp://x"}, {"url": url, "format": "csv"}, {"url": url, "mapping": []}, {"url": url, "x": 1}):
         await api.json("POST", "/api/feeds/preview", 400, json=bad)
+
+    code, output = await cli(pipeline_env, "preview", url)
+    assert code == 0 and "format=rss items=26 failed=1" in output and "Engineer 19" in output, output
+    assert "missing guid and link" in output
+    code, output = await cli(pipeline_env, "preview", page)
+    assert code == 1 and "not readable as a feed" in output, output
+    code, output = await cli(pipeline_env, "preview", url, "--format", "csv")
+    assert code == 2 and "format must be one of" in output, output
 
     assert await store_and_topics(pipeline_env) == before, "a preview writes nothing: no document, no message"
