@@ -27,7 +27,7 @@ from agents.inbox import Inbox, Received
 from models.dedupe import classify, forget_rejected
 from models.messages import PostingsEnvelope, Rejected, decode_parsed
 from models.postings import change_event
-from models.runs import iso, outcomes_event, utc_now
+from models.runs import iso, outcomes_event, parse_iso, utc_now
 from streams.app import Pipeline, Topics, ack_all
 from streams.faust_internals import ChangelogAcks, batches, partition_db, set_current_event
 from streams.settings import Settings
@@ -82,19 +82,25 @@ class Dedupe:
         """The change events of one envelope's postings (at ``offset`` of ``partition``); the seqs of unchanged ones
         are added to ``unchanged`` (by run) and counted by feed (the sink counts the others once written)."""
         run_id, fetched_at = envelope["runId"], envelope["fetchedAt"]
+        seen_at = parse_iso(envelope.get("sourceAt") or fetched_at)  # the payload's fetch: older content never wins
         lookup = self.reader(partition)
         changes = []
         unchanged_seqs = unchanged[run_id]
+        superseded = 0
         for index, item in enumerate(envelope["items"]):
             key = item["dedupeKey"]
-            result = classify(lookup(key), item["fingerprint"], run_id, item["seq"], (offset, index))
+            result = classify(lookup(key), item["fingerprint"], run_id, item["seq"], (offset, index), seen_at)
             if result.state is not None:
                 self.remember(key, result.state)
+            superseded += result.superseded
             if result.outcome == "unchanged":
                 unchanged_seqs.append(item["seq"])
                 counts[(item["sourceUrl"], "unchanged")] += 1
             else:
                 changes.append(change_event({**item, "runId": run_id}, result.outcome, result.version, fetched_at))
+        if superseded:
+            logger.info("postings of an older payload left as stored (a newer version is there) run_id=%s count=%d",
+                        run_id, superseded)
         return changes
 
     def forget(self, rejected: Rejected) -> None:

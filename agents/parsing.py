@@ -39,12 +39,13 @@ import os
 import resource
 import signal
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
 from pathlib import Path
-from typing import BinaryIO, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 from models.feed import FeedError
 from models.feedstream import FeedSummary, LaneMerge, Row, decode_chunk, decode_summary
+from models.formats import DEFAULT_FORMAT, format_problem
 from models.text import printable
 
 logger = logging.getLogger(__name__)
@@ -338,10 +339,19 @@ class ParserPool:
 
     @contextlib.asynccontextmanager
     async def parse(
-        self, payload: bytes | bytearray, source_url: str, source_name: str, only: Collection[int] | None = None
+        self, payload: bytes | bytearray, source_url: str, source_name: str, only: Collection[int] | None = None,
+        *, format_: str = DEFAULT_FORMAT, mapping: Mapping[str, Any] | None = None,
     ) -> AsyncIterator[ParseJob | LanedParse]:
         """A parse of one feed in a child process (a feed of ``SPLIT_BYTES`` or more in two, when a second is
-        free right now); a child is killed if its job does not end well."""
+        free right now); a child is killed if its job does not end well.
+
+        ``format_`` and ``mapping`` select how the items are read (``models.formats``): every parse (a run,
+        a replay, a preview) passes its feed's here. Today only RSS/Atom/RDF exist, told apart by the root
+        element; anything else is a FeedError before a process is taken.
+        """
+        problem = format_problem(format_, mapping)
+        if problem is not None:
+            raise FeedError(problem)
         if self._closed:
             raise PoolClosed("parser pool is closed (worker stopping)")
         if self._slots is None:

@@ -1,8 +1,14 @@
 """Poller agent: turn a run command into a fetched, parsed feed and jobs.parsed envelopes of its postings.
 
 Idempotent under redelivery: the raw payload is stored under the runId before anything is
-published, so a command replayed after a crash re-parses the same bytes and republishes the same
-(runId, seq) items, which the dedupe and stats agents recognise. Its store calls have the store's
+published, so a command redelivered after a crash re-parses the same bytes and republishes the same
+(runId, seq) items, which the dedupe and stats agents recognise.
+
+A replay run (trigger ``replay``, ``replayOf``: SPEC §5 ``POST /api/import/replay``) fetches nothing:
+it parses the payload stored under the run it replays, through the same pipeline, and leaves the
+feed's conditional-GET validators alone. Its envelopes carry that payload's fetch time
+(``sourceAt``), so the dedupe agent never lets its postings replace a version a newer payload made
+(``models/dedupe.py``). Its store calls have the store's
 deadline and are retried with back-off while MongoDB is away (each is idempotent).
 """
 
@@ -31,7 +37,9 @@ from models.egress import EgressPolicy
 from models.envelopes import pack, postings_envelope
 from models.feed import FeedError
 from models.feedstream import FeedSummary, Row, tail_failure
+from models.formats import DEFAULT_FORMAT
 from models.messages import decode_command
+from models.replay import RAW_STORED_LIMIT
 from models.runs import compact_failures, iso, outcomes_event, utc_now
 from streams import faust_internals
 from streams.app import Pipeline, Topics, ack_all
@@ -45,16 +53,25 @@ COMMANDS_AT_ONCE = 4
 # Chunks of one feed sent to the broker but not yet acknowledged: the poller sends the next chunk while
 # the broker acknowledges the last ones, instead of a round trip per chunk (2,000 for a 1M feed).
 PUBLISH_AHEAD = 4
-MAX_RAW_STORED = 15 * 1024 * 1024  # below MongoDB's 16 MiB document limit
+MAX_RAW_STORED = RAW_STORED_LIMIT  # below MongoDB's 16 MiB document limit
 COMPRESS_SLICE = 4 * 1024 * 1024
 
 
 class StoredFirst(Exception):  # noqa: N818 - a signal, not an error
     """Another delivery of the command stored its payload first: the run publishes that one instead."""
 
-    def __init__(self, payload: bytes) -> None:
+    def __init__(self, payload: bytes, fetched_at: str | None = None) -> None:
         super().__init__("payload stored first by another delivery")
         self.payload = payload
+        self.fetched_at = fetched_at
+
+
+class PayloadGone(Exception):  # noqa: N818 - the run's outcome, not a bug
+    """The payload a replay run would parse is not in raw_feeds (expired, or never stored: too large)."""
+
+    def __init__(self, replay_of: str) -> None:
+        super().__init__(f"the payload of run {replay_of} is no longer stored (raw_feeds keeps payloads "
+                         "RAW_FEED_RETENTION_DAYS days; one too large to keep is never stored): nothing to replay")
 
 
 def compressed_within(body: bytes | bytearray, limit: int, level: int = 6) -> bytes | None:
@@ -99,13 +116,14 @@ class Poller:
         await (await self.topics.progress.send(key=run_id, value={"runId": run_id, "at": iso(self.now()), **event}))
 
     async def repair(self, command: Mapping[str, Any]) -> None:
-        """Republish the listed items of a run from its stored payload (see agents/stats.py)."""
-        fetched = await self.stored_payload(command["runId"])
-        if fetched is None:
+        """Republish the listed items of a run from its stored payload (a replay's: the replayed run's; see agents/stats.py)."""
+        stored = await self.stored(command.get("replayOf") or command["runId"])
+        if stored is None:
             logger.error("cannot repair run_id=%s: its raw payload is gone", command["runId"])
             return
+        fetched, source_at = stored
         try:
-            await self.parse_and_publish(command, fetched.body, set(command["repairSeqs"]))
+            await self.parse_and_publish(command, fetched.body, set(command["repairSeqs"]), source_at=source_at)
         except (FeedError, ParseFailed) as exc:
             logger.error("cannot repair run_id=%s: %s", command["runId"], exc)
 
@@ -114,32 +132,41 @@ class Poller:
             await self.repair(command)
             return
         run_id, url = command["runId"], command["sourceUrl"]
-        await self.progress(run_id, {"type": "started", **{k: command[k] for k in ("sourceUrl", "sourceName", "trigger", "requestedAt")}})
+        replay_of = command.get("replayOf")
+        await self.progress(run_id, {"type": "started", **{k: command[k] for k in ("sourceUrl", "sourceName", "trigger", "requestedAt")},
+                                     **({"replayOf": replay_of} if replay_of else {})})
         try:
-            fetched, kept = await self.load_payload(command)
+            fetched, kept, source_at = await self.load_payload(command)
+        except PayloadGone as exc:
+            logger.warning("replay failed run_id=%s url=%s error=%s", run_id, url, exc)
+            await self.progress(run_id, {"type": "failed", "error": str(exc), "meta": {"replayOf": replay_of}})
+            return
         except RefusedError as exc:
             logger.warning("run refused run_id=%s url=%s", run_id, url)
-            await self.validators_after(run_id, url, None)
+            await self.after_run(command, None)
             await self.progress(run_id, {"type": "failed", "error": str(exc)})  # nothing about the target's state
             return
         except FetchError as exc:
             logger.warning("run failed run_id=%s url=%s error=%s", run_id, url, exc)
-            await self.validators_after(run_id, url, None)
+            await self.after_run(command, None)
             await self.progress(run_id, {"type": "failed", "error": f"fetch failed: {exc}", "meta": {"httpStatus": exc.http_status}})
             return
         meta: dict[str, Any] = {"httpStatus": fetched.http_status, "bytes": len(fetched.body), "notModified": fetched.not_modified,
                                 "attempts": fetched.attempts}
+        if replay_of:
+            meta.update(replayOf=replay_of, payloadFetchedAt=source_at)
         if fetched.not_modified:
             await self.progress(run_id, {"type": "fetched", "totalFetched": 0, "failures": [], "meta": meta})
             return
         try:
             try:
-                summary, handed_out, waited = await self.parse_and_publish(command, fetched.body, None, kept)
+                summary, handed_out, waited = await self.parse_and_publish(command, fetched.body, None, kept, source_at=source_at)
             except StoredFirst as first:  # another delivery of this command kept its payload first: publish that one
-                summary, handed_out, waited = await self.parse_and_publish(command, first.payload, None)
+                summary, handed_out, waited = await self.parse_and_publish(command, first.payload, None,
+                                                                           source_at=first.fetched_at)
         except FeedError as exc:  # the document as a whole is unusable: nothing was published
             logger.warning("run failed run_id=%s url=%s error=%s", run_id, url, exc)
-            await self.validators_after(run_id, url, None)
+            await self.after_run(command, None)
             await self.progress(run_id, {"type": "failed", "error": str(exc), "meta": meta})
             return
         except ParseFailed as exc:
@@ -147,11 +174,11 @@ class Poller:
             metrics.PARSE_SECONDS.observe(waited)
             if not handed_out:
                 logger.warning("run failed run_id=%s url=%s error=%s", run_id, url, exc)
-                await self.validators_after(run_id, url, None)
+                await self.after_run(command, None)
                 await self.progress(run_id, {"type": "failed", "error": str(exc), "meta": {**meta, "parseSeconds": round(waited, 3)}})
                 return
         # Every item is published unless the parse stopped early: only then may the next run get a 304.
-        await self.validators_after(run_id, url, fetched.validators if summary.stopped is None else None)
+        await self.after_run(command, fetched.validators if summary.stopped is None else None)
         # parseSeconds: the time the worker waited for the parser (publishing the chunks not included).
         meta = {**meta, "feedKind": summary.kind, "feedTitle": summary.title, "parseSeconds": round(waited, 3)}
         event: dict[str, Any] = {"type": "fetched", "totalFetched": handed_out, "failures": [], "meta": meta}
@@ -164,30 +191,34 @@ class Poller:
 
     async def parse_and_publish(
         self, command: Mapping[str, Any], payload: bytes | bytearray, only: Collection[int] | None,
-        kept: asyncio.Future[bytes | None] | None = None,
+        kept: asyncio.Future[StoredFirst | None] | None = None, *, source_at: str | None = None,
+        format_: str = DEFAULT_FORMAT, mapping: Mapping[str, Any] | None = None,
     ) -> tuple[FeedSummary, int, float]:
         """Parse in a parse process and publish each chunk as it arrives; return the summary, items handed out
         and the seconds spent waiting for the parser.
 
         ``kept`` (a fresh fetch) is the payload being stored: the parse starts meanwhile, and nothing is
-        published before it is done. Raises FeedError when the feed is unusable (before any item: the
-        document is checked first), ParseFailed (with ``handed_out``) when the parse did not finish, and
-        StoredFirst when another delivery of the command stored its payload first (nothing was published).
+        published before it is done. ``source_at`` is when a stored payload was fetched (default: now, a
+        fresh fetch). ``format_`` and ``mapping`` select how the items are read (``ParserPool.parse``).
+        Raises FeedError when the feed is unusable (before any item: the document is checked first),
+        ParseFailed (with ``handed_out``) when the parse did not finish, and StoredFirst
+        when another delivery of the command stored its payload first (nothing was published).
         """
         run_id, url = command["runId"], command["sourceUrl"]
         fetched_at = iso(self.now())
         published = failed = 0
         unacked: deque[asyncio.Future[None]] = deque()  # chunks sent, in order, whose acks are not awaited yet
         try:
-            async with self.parsers.parse(payload, url, command.get("sourceName", ""), only) as job:
+            async with self.parsers.parse(payload, url, command.get("sourceName", ""), only, format_=format_,
+                                          mapping=mapping) as job:
                 if kept is not None and (first := await kept) is not None:
-                    raise StoredFirst(first)
+                    raise first
                 if isinstance(payload, bytearray):
                     # The parse process has the whole payload now (a fresh fetch's own buffer, nothing else
                     # reads it): free it before publishing, or a 500 MB feed stays in memory until the end.
                     payload.clear()
                 async for rows in job:
-                    acked, sent, failures = await self.publish_rows(run_id, url, fetched_at, rows)
+                    acked, sent, failures = await self.publish_rows(run_id, url, fetched_at, rows, source_at)
                     unacked.append(asyncio.ensure_future(acked))
                     published += sent
                     failed += failures
@@ -212,7 +243,9 @@ class Poller:
                     job.waited, " (repair)" if only is not None else "")
         return summary, job.handed_out, job.waited
 
-    async def publish_rows(self, run_id: str, url: str, fetched_at: str, rows: list[Row]) -> tuple[Awaitable[None], int, int]:
+    async def publish_rows(
+        self, run_id: str, url: str, fetched_at: str, rows: list[Row], source_at: str | None = None
+    ) -> tuple[Awaitable[None], int, int]:
         """Send the chunk's postings as envelopes, one or more per partition (``models/envelopes.py``), and one
         outcomes event for its failed items; return what completes once the broker has them all (the next
         chunk can be sent meanwhile: the broker keeps each partition's order), and the counts."""
@@ -227,7 +260,7 @@ class Poller:
                 seq, key, reason, stage = row
                 failures.append({"seq": seq, "outcome": "failed", "key": key, "reason": reason, "stage": stage})
         for partition, items in pack(postings, self.envelope_bytes):
-            envelope = postings_envelope(run_id, fetched_at, items)
+            envelope = postings_envelope(run_id, fetched_at, items, source_at)
             pending.append(await self.topics.parsed.send(key=run_id, value=envelope, partition=partition))
         if failures:
             event = outcomes_event(run_id, compact_failures(failures, self.settings.max_failures_kept), iso(self.now()))
@@ -241,25 +274,38 @@ class Poller:
 
         return acked(), len(postings), len(failures)
 
-    async def stored_payload(self, run_id: str) -> FetchResult | None:
+    async def stored(self, run_id: str) -> tuple[FetchResult, str | None] | None:
+        """The payload stored under ``run_id`` and when it was fetched (ISO), or None when raw_feeds has none."""
         stored = await until_reachable(partial(self.store.raw_feeds.find_one, {"_id": run_id}), f"run {run_id}")
         if stored is None:
             return None
-        logger.info("replaying stored payload run_id=%s", run_id)
+        logger.info("reading stored payload run_id=%s", run_id)
         body = await asyncio.get_running_loop().run_in_executor(None, zlib.decompress, stored["payload"])
-        return FetchResult(int(stored["httpStatus"]), body, Validators(stored.get("etag"), stored.get("lastModified")), 0)
+        fetched_at = stored.get("fetchedAt")
+        return (FetchResult(int(stored["httpStatus"]), body, Validators(stored.get("etag"), stored.get("lastModified")), 0),
+                iso(fetched_at) if isinstance(fetched_at, datetime) else None)
 
-    async def load_payload(self, command: Mapping[str, Any]) -> tuple[FetchResult, asyncio.Future[bytes | None] | None]:
-        """The stored payload of a replayed run, else a fresh conditional fetch and the task that keeps it.
+    async def load_payload(
+        self, command: Mapping[str, Any]
+    ) -> tuple[FetchResult, asyncio.Future[StoredFirst | None] | None, str | None]:
+        """The payload to parse, the task that keeps it, and when it was fetched (None: now).
 
-        The task (:meth:`keep_payload`) runs while the parse starts; the poller publishes nothing before
-        it is done (so a redelivered command finds the payload), and it answers another delivery's payload
-        if that one was stored first.
+        A replay's is the replayed run's stored payload (PayloadGone when raw_feeds no longer has it); a
+        redelivered command's is its own stored payload; else a fresh conditional fetch, with the task
+        (:meth:`keep_payload`) that stores it while the parse starts. The poller publishes nothing before
+        that task is done (so a redelivered command finds the payload), and it answers another delivery's
+        payload if that one was stored first.
         """
         run_id, url = command["runId"], command["sourceUrl"]
-        stored = await self.stored_payload(run_id)
+        replay_of = command.get("replayOf")
+        if replay_of:
+            replayed = await self.stored(replay_of)
+            if replayed is None:
+                raise PayloadGone(replay_of)
+            return replayed[0], None, replayed[1]
+        stored = await self.stored(run_id)
         if stored is not None:
-            return stored, None
+            return stored[0], None, stored[1]
         state = await until_reachable(partial(self.store.fetch_state.find_one, {"sourceUrl": url}), f"run {run_id}") or {}
         started = time.perf_counter()
         try:
@@ -276,8 +322,13 @@ class Poller:
         logger.info("fetched run_id=%s url=%s status=%d bytes=%d fetch_s=%.2f", run_id, url, result.http_status,
                     len(result.body), elapsed)
         if result.not_modified:
-            return result, None
-        return result, asyncio.ensure_future(self.keep_payload(run_id, url, result))
+            return result, None, None
+        return result, asyncio.ensure_future(self.keep_payload(run_id, url, result)), None
+
+    async def after_run(self, command: Mapping[str, Any], validators: Validators | None) -> None:
+        """``validators_after`` for a run that fetched; a replay fetched nothing and leaves the feed's validators alone."""
+        if not command.get("replayOf"):
+            await self.validators_after(command["runId"], command["sourceUrl"], validators)
 
     async def validators_after(self, run_id: str, url: str, validators: Validators | None) -> None:
         """Remember the feed's ETag/Last-Modified once a run published every item; forget them after any other ending.
@@ -298,7 +349,7 @@ class Poller:
         await until_reachable(partial(self.store.write, partial(self.store.fetch_state.update_one, {"sourceUrl": url},
                                                                {"$set": fields}, upsert=True)), f"fetch state of {url}")
 
-    async def keep_payload(self, run_id: str, url: str, result: FetchResult) -> bytes | None:
+    async def keep_payload(self, run_id: str, url: str, result: FetchResult) -> StoredFirst | None:
         """Store a fresh payload under the run (then the feed's validators); return the payload another
         delivery of the command stored first, if one did, else None."""
         started = time.perf_counter()
@@ -319,9 +370,9 @@ class Poller:
         except DuplicateKeyError:
             # An earlier delivery (or try) of this command stored its payload first: publish that one,
             # so every delivery of a run publishes the same items even if the feed changed meanwhile.
-            first = await self.stored_payload(run_id)
+            first = await self.stored(run_id)
             if first is not None:
-                return bytes(first.body)
+                return StoredFirst(bytes(first[0].body), first[1])
         # The validators go to fetch_state only once every item is published (``validators_after``).
         logger.info("payload kept run_id=%s compressed_bytes=%d keep_s=%.2f", run_id, len(compressed), time.perf_counter() - started)
         return None
@@ -354,7 +405,7 @@ class Poller:
                     logger.error("run crashed run_id=%s error=%r", command.value["runId"], result, exc_info=result)
                     # The details are in the worker log; import_logs is public and gets no exception repr.
                     await self.progress(command.value["runId"], {"type": "failed", "error": "internal error (see the worker log)"})
-                    await self.validators_after(command.value["runId"], command.value["sourceUrl"], None)
+                    await self.after_run(command.value, None)
             await ack_all(stream, events)
 
 

@@ -215,6 +215,8 @@ class Stats:
                            self.settings.repair_after_seconds, len(missing), count + 1, run_id)
             metrics.REPAIRS.inc()
             command = {key: state[key] for key in ("runId", "sourceUrl", "sourceName", "trigger", "requestedAt")}
+            if replay_of := (state.get("meta") or {}).get("replayOf"):  # a replay republishes from the payload it replays
+                command["replayOf"] = replay_of
             await (await self.topics.commands.send(key=state["sourceUrl"], value={**command, "repairSeqs": missing}))
 
     async def scan_runs(self) -> None:

@@ -23,6 +23,8 @@ from api.context import (
     LAST_RUNS,
     METRICS,
     OPTIONS,
+    PARSERS,
+    PREVIEW_SLOTS,
     RATE_LIMITS,
     READ_LIMITS,
     RUN_CLAIMS,
@@ -53,6 +55,7 @@ from api.kafka import KafkaLink, follow_import_logs
 from api.lastruns import LastRuns
 from api.limits import RunClaims, TokenBuckets
 from api.metrics import ApiMetrics
+from api.preview import preview_pool
 from api.queries import ApiError
 from models.registry import RegistryError, parse_feeds_file
 from streams.settings import Settings, SettingsError
@@ -65,6 +68,7 @@ STREAM_ROUTE = "/api/import-logs/stream"
 # (up to 12 bytes a character): ~37 KB for /api/jobs. aiohttp's default, 8190, answered such a
 # request in plain text before the API saw it.
 MAX_REQUEST_LINE = 64 * 1024
+PREVIEW_SLOTS_AT_ONCE = 2  # previews past this many get a 503: each holds a fetched feed in memory
 
 
 def create_app(settings: Settings, options: ApiOptions | None = None) -> web.Application:
@@ -89,6 +93,8 @@ def create_app(settings: Settings, options: ApiOptions | None = None) -> web.App
     app[FEED_ADDS] = asyncio.Lock()
     app[LAST_RUNS] = LastRuns()
     app[RUN_CLAIMS] = RunClaims(settings.run_timeout_seconds)
+    app[PARSERS] = preview_pool(settings)  # no process starts before the first preview
+    app[PREVIEW_SLOTS] = asyncio.Semaphore(PREVIEW_SLOTS_AT_ONCE)
     app[HUB] = LogHub(options.sse_ring_size, options.sse_queue_size, on_dropped=metrics.sse_dropped.inc)
     app[STREAMS] = weakref.WeakSet()
     app[FOLLOWER_READY] = asyncio.Event()
@@ -98,6 +104,7 @@ def create_app(settings: Settings, options: ApiOptions | None = None) -> web.App
     app.cleanup_ctx.append(kafka_ctx)
     app.cleanup_ctx.append(follower_ctx)
     app.on_shutdown.append(close_streams)
+    app.on_cleanup.append(close_parsers)
     return app
 
 
@@ -177,6 +184,11 @@ async def follower_ctx(app: web.Application) -> AsyncIterator[None]:
                        app[OPTIONS].follower_ready_seconds)
     yield
     await _cancel(task)
+
+
+async def close_parsers(app: web.Application) -> None:
+    """The preview parse processes die with the API."""
+    await app[PARSERS].close()
 
 
 async def close_streams(app: web.Application) -> None:

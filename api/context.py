@@ -10,6 +10,7 @@ from pathlib import Path
 from aiohttp import web
 from aiohttp_sse import EventSourceResponse
 
+from agents.parsing import ParserPool
 from api.events import LogHub, StreamSlots
 from api.kafka import KafkaLink
 from api.lastruns import LastRuns
@@ -63,6 +64,9 @@ SSE_SLOTS = web.AppKey("sse_slots", StreamSlots)
 FEED_ADDS = web.AppKey("feed_adds", asyncio.Lock)
 LAST_RUNS = web.AppKey("last_runs", LastRuns)
 RUN_CLAIMS = web.AppKey("run_claims", RunClaims)
+# The API's parse processes (previews only) and the previews that may run at once.
+PARSERS = web.AppKey("parsers", ParserPool)
+PREVIEW_SLOTS = web.AppKey("preview_slots", asyncio.Semaphore)
 # Set by the auth middleware when the request carried the right API_TOKEN.
 TOKEN_HOLDER = web.RequestKey("token_holder", bool)
 # Which proof of API_TOKEN the request carries ("bearer", "session", or "" for none): see api.guards.credential.

@@ -15,10 +15,11 @@ from typing import Any
 import pymongo
 from aiohttp import web
 from aiohttp_sse import EventSourceResponse, sse_response
-from pymongo import ASCENDING
+from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import ConnectionFailure, DuplicateKeyError, PyMongoError
 
+from agents.parsing import PoolClosed
 from api import queries
 from api.context import (
     FEED_ADDS,
@@ -27,6 +28,8 @@ from api.context import (
     LAST_RUNS,
     METRICS,
     OPTIONS,
+    PARSERS,
+    PREVIEW_SLOTS,
     RUN_CLAIMS,
     SETTINGS,
     SSE_SLOTS,
@@ -38,8 +41,11 @@ from api.context import (
 from api.events import LogEvent, LogHub, Replay
 from api.guards import SESSION_COOKIE, SESSION_PATH, session_value, token_matches
 from api.openapi import openapi_document
+from api.preview import PreviewFailed, preview_feed
 from api.queries import ApiError, Document, feed_json, to_json
-from streams.commands import request_runs
+from models.formats import DEFAULT_FORMAT
+from models.replay import missing_payload_reason, replayed_run
+from streams.commands import request_replay, request_runs
 
 logger = logging.getLogger(__name__)
 routes = web.RouteTableDef()
@@ -54,6 +60,7 @@ JOB_LIST_PROJECTION = {"description": 0}  # _id (= dedupeKey) is the sort's tie-
 SEARCH_PROJECTION = {"_id": 1, "publishedAt": 1}
 MAX_TOKEN_LENGTH = 4096
 SSE_RETRY_AFTER_SECONDS = "10"
+PREVIEW_RETRY_AFTER_SECONDS = "5"
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -197,11 +204,7 @@ async def run_import(request: web.Request) -> web.Response:
         feeds = [doc async for doc in store.feeds.find({"url": {"$in": urls}})]
     registry = {str(feed["url"]): feed for feed in feeds}
     queries.require_registered(urls, registry, allowed_unregistered=request.get(TOKEN_HOLDER, False))
-    running = await store.active_sources()
-    if claimed := claims.run_ids(urls):  # runs requested here before: those import_logs shows are no longer claims
-        cursor = store.import_logs.find({"runId": {"$in": list(claimed.values())}}, {"_id": 0, "runId": 1})
-        visible = {doc["runId"] async for doc in cursor}
-        claims.seen({url: run_id for url, run_id in claimed.items() if run_id in visible})
+    running = await busy_feeds(request, urls)
     # From the claims check to claim() nothing awaits: a concurrent request sees these claims.
     plan = queries.plan_runs(urls, registry, running, claims.claimed(urls))
     started = [entry.url for entry in plan.entries]
@@ -220,6 +223,92 @@ async def run_import(request: web.Request) -> web.Response:
                 ",".join(started))
     return json_response({"runs": [{"runId": c["runId"], "sourceUrl": c["sourceUrl"]} for c in commands],
                           "skipped": plan.skipped}, status=202)
+
+
+async def busy_feeds(request: web.Request, urls: list[str]) -> set[str]:
+    """Feeds with a run pending or running in import_logs; the claims of runs import_logs shows now end.
+
+    The caller checks ``claims.claimed`` and claims without awaiting in between.
+    """
+    store, claims = request.app[STORE], request.app[RUN_CLAIMS]
+    running = await store.active_sources()
+    if claimed := claims.run_ids(urls):  # runs requested here before: those import_logs shows are no longer claims
+        cursor = store.import_logs.find({"runId": {"$in": list(claimed.values())}}, {"_id": 0, "runId": 1})
+        visible = {doc["runId"] async for doc in cursor}
+        claims.seen({url: run_id for url, run_id in claimed.items() if run_id in visible})
+    return running
+
+
+@routes.post("/api/import/replay")
+async def replay_import(request: web.Request) -> web.Response:
+    """A new run (trigger ``replay``) that parses a stored payload instead of fetching: after a parser or mapping fix.
+
+    409 when the payload is gone (expired, never stored) or a run of the feed is pending or running (a
+    replay is refused like a second manual run, not queued). Replaying an older payload never rolls a
+    posting back: the dedupe agent leaves a posting whose stored version came from a newer payload as it
+    is (``models/dedupe.py``).
+    """
+    wanted = queries.replay_request(await json_body(request))
+    store, claims, settings = request.app[STORE], request.app[RUN_CLAIMS], request.app[SETTINGS]
+    if wanted.run_id is not None:
+        run = await store.import_logs.find_one({"runId": wanted.run_id}, {"_id": 0, "failures": 0})
+        if run is None:
+            raise ApiError(404, f"no import run {wanted.run_id!r}")
+        url, replay_of = str(run["sourceUrl"]), replayed_run(run)
+        stored = await store.raw_feeds.find_one({"_id": replay_of}, {"_id": 1})
+        if stored is None:
+            raise ApiError(409, missing_payload_reason(run, datetime.now(UTC), settings.raw_feed_retention_days))
+    else:
+        url = str(wanted.feed)
+        latest = await store.raw_feeds.find_one({"sourceUrl": url}, {"_id": 1, "runId": 1},
+                                                sort=[("fetchedAt", DESCENDING)])
+        if latest is None:
+            raise ApiError(409, f"no stored payload of feed {url!r}: raw_feeds keeps payloads "
+                                f"RAW_FEED_RETENTION_DAYS={settings.raw_feed_retention_days:g} days, and none too large to keep")
+        replay_of = str(latest["runId"])
+    registered = await store.feeds.find_one({"url": url})
+    queries.require_registered([url], {url: registered} if registered else {},
+                               allowed_unregistered=request.get(TOKEN_HOLDER, False))
+    running = await busy_feeds(request, [url])
+    if url in running or claims.claimed([url]):  # nothing awaits from here to claim()
+        raise ApiError(409, f"a run of {url} is pending or running: replay it once that run has finished")
+    claims.claim([url])
+    try:
+        send = await request.app[KAFKA].sender(request.app[OPTIONS].kafka_wait_seconds)
+        command = await request_replay(send, settings, queries.run_entry(url, registered), replay_of)
+    except BaseException:
+        claims.release([url])
+        raise
+    claims.sent({url: command["runId"]})
+    request.app[METRICS].runs_requested.inc()
+    logger.info("replay requested run_id=%s replay_of=%s url=%s", command["runId"], replay_of, url)
+    return json_response({"runs": [{"runId": command["runId"], "sourceUrl": url, "replayOf": replay_of}]}, status=202)
+
+
+@routes.post("/api/feeds/preview")
+async def preview(request: web.Request) -> web.Response:
+    """The first postings of a feed as a run would read them, and its failures; writes nothing (``api.preview``).
+
+    Format and mapping: those given, else the registered feed's. 422 when the feed cannot be fetched or read.
+    """
+    wanted = queries.preview_request(await json_body(request))
+    registered = await request.app[STORE].feeds.find_one({"url": wanted.url}, {"_id": 0, "name": 1, "format": 1,
+                                                                               "mapping": 1})
+    format_ = wanted.format or (registered or {}).get("format") or DEFAULT_FORMAT
+    mapping = wanted.mapping if wanted.format is not None or wanted.mapping is not None else (registered or {}).get("mapping")
+    name = str((registered or {}).get("name") or queries.run_entry(wanted.url, None).name)
+    slots = request.app[PREVIEW_SLOTS]
+    if slots.locked():
+        raise ApiError(503, "previews are busy: retry in a moment", {"Retry-After": PREVIEW_RETRY_AFTER_SECONDS})
+    async with slots:
+        try:
+            body = await preview_feed(request.app[SETTINGS], request.app[PARSERS], wanted.url, name, format_=format_,
+                                      mapping=mapping)
+        except PreviewFailed as exc:
+            raise ApiError(422, str(exc)) from None
+        except PoolClosed:
+            raise ApiError(503, "the API is stopping: retry in a moment", {"Retry-After": PREVIEW_RETRY_AFTER_SECONDS}) from None
+    return json_response(body)
 
 
 @routes.get("/api/import-logs")

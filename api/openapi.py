@@ -18,8 +18,9 @@ from api.queries import (
     MAX_RUN_FEEDS,
     MAX_SKIP,
 )
+from models.formats import FORMATS
 from models.registry import MAX_NAME_LENGTH, MAX_URL_LENGTH
-from models.runs import STATUSES
+from models.runs import STATUSES, TRIGGERS
 
 Schema = dict[str, Any]
 
@@ -143,7 +144,7 @@ SCHEMAS: dict[str, Schema] = {
             "sourceUrl": {"type": "string", "format": "uri"},
             "fileName": {"type": "string"},
             "sourceName": {"type": "string"},
-            "trigger": {"enum": ["schedule", "manual", "cli"]},
+            "trigger": {"enum": list(TRIGGERS)},
             "status": {"enum": list(STATUSES)},
             "requestedAt": TIMESTAMP,
             "startedAt": TIMESTAMP,
@@ -158,7 +159,25 @@ SCHEMAS: dict[str, Schema] = {
             "failures": {"type": "array", "items": _ref("Failure")},
             "failuresTruncated": {"type": "boolean"},
             "error": {"type": ["string", "null"]},
-            "meta": {"type": "object"},
+            "meta": {"type": "object", "description": "httpStatus, bytes, notModified, batches, ...; a replay run's "
+                                                      "`replayOf` (the run whose payload it parsed) and `payloadFetchedAt`"},
+        },
+    },
+    "Preview": {
+        "type": "object",
+        "required": ["format", "totalFetched", "items", "failures"],
+        "properties": {
+            "format": {"type": "string", "description": "the format the feed was read as (`rss`, `atom`, `rdf`)"},
+            "title": {"type": "string"},
+            "totalFetched": {**COUNT, "description": "items found in the feed (one more, failed, when it was cut short)"},
+            "items": {"type": "array", "maxItems": 20, "items": _ref("Job"),
+                      "description": "the first 20 postings as a run would store them (without run fields)"},
+            "failures": {"type": "array", "maxItems": 20, "items": {
+                "type": "object", "properties": {"seq": COUNT, "key": {"type": "string"}, "reason": {"type": "string"},
+                                                 "stage": {"type": "string"}}}},
+            "failedCount": COUNT,
+            "failuresTruncated": {"type": "boolean"},
+            "error": {"type": ["string", "null"], "description": "why the parse stopped early (deadline, item cap), if it did"},
         },
     },
     "Job": {
@@ -316,6 +335,41 @@ def openapi_document() -> dict[str, Any]:
                     "503": _error("Kafka unavailable, or store unavailable"),
                 },
             }},
+            "/api/import/replay": {"post": {
+                "summary": "Replay a stored payload as a new run", "operationId": "replayImport", "security": SECURED,
+                "description": (
+                    "Starts a run (trigger `replay`, `meta.replayOf`) that parses the raw payload stored for a run "
+                    "(`runId`; a replay run's is the payload it replayed) or the latest one stored for a feed (`feed`) "
+                    "through the normal pipeline, with the feed's current format and mapping, instead of fetching: "
+                    "the feed's conditional-GET state is not touched. Counts are exact: unchanged data is all "
+                    "`unchanged`. A posting whose stored version was made from a newer payload than the replayed one "
+                    "is left as it is (counted `unchanged`): a replay never rolls a posting back. Refused (409) while "
+                    "a run of the feed is pending or running, and when the payload is no longer stored "
+                    "(RAW_FEED_RETENTION_DAYS) or never was (too large)."),
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                    "oneOf": [
+                        {"type": "object", "required": ["runId"], "additionalProperties": False,
+                         "properties": {"runId": {"type": "string", "minLength": 1, "maxLength": 256}}},
+                        {"type": "object", "required": ["feed"], "additionalProperties": False,
+                         "properties": {"feed": URL}},
+                    ]}}}},
+                "responses": {
+                    "202": _linked(_json({
+                        "type": "object", "required": ["runs"], "additionalProperties": False,
+                        "properties": {"runs": {"type": "array", "minItems": 1, "maxItems": 1, "items": {
+                            "type": "object", "required": ["runId", "sourceUrl", "replayOf"], "additionalProperties": False,
+                            "properties": {"runId": {"type": "string"}, "sourceUrl": {"type": "string"},
+                                           "replayOf": {"type": "string"}}}}},
+                    }, "the replay run was requested; follow it on /api/import-logs/stream"),
+                        GetReplayRun=_link("getImportLog", "runId", "/runs/0/runId")),
+                    "400": BAD_REQUEST, "401": UNAUTHORIZED, **GUARDED,
+                    "403": _error(f"{CROSS_ORIGIN}; or an unregistered feed without API_TOKEN"),
+                    "404": _error("unknown run"),
+                    "409": _error("the payload is no longer stored (expired, removed) or never was (too large, a 304, a "
+                                  "failed fetch); or a run of the feed is pending or running"),
+                    "503": _error("Kafka unavailable, or store unavailable"),
+                },
+            }},
             "/api/import-logs": {"get": {
                 "summary": "Import runs, newest requested first (ties: runId descending)", "operationId": "listImportLogs",
                 "parameters": [
@@ -384,6 +438,27 @@ def openapi_document() -> dict[str, Any]:
                                        "409": _error("already registered, or the registry holds MAX_FEEDS feeds"),
                                        "503": STORE_UNAVAILABLE}},
             },
+            "/api/feeds/preview": {"post": {
+                "summary": "Preview how a feed reads, writing nothing", "operationId": "previewFeed", "security": SECURED,
+                "description": (
+                    "Fetches the URL under the egress policy (FETCH_ALLOW_NETWORKS, FETCH_ALLOW_PORTS) and parses it "
+                    "in a parse process with the worker's deadline and limits, with the given format and mapping, "
+                    "else the registered feed's. Answers the first 20 normalised postings, the failed items and the "
+                    "item count. Writes nothing: no run, no raw payload, no table, no topic. A change for auth and "
+                    "rate limiting (it makes the API fetch a URL)."),
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["url"], "additionalProperties": False,
+                    "properties": {"url": URL, "format": {"enum": list(FORMATS), "default": "auto"},
+                                   "mapping": {"type": "object", "description": "the fields of a job-XML format (SPEC §3a)"}},
+                }}}},
+                "responses": {
+                    "200": _json(_ref("Preview"), "how the feed reads"),
+                    "400": BAD_REQUEST, "401": UNAUTHORIZED, **GUARDED,
+                    "422": _error("the feed could not be fetched (refused by the egress policy, HTTP error, timeout, too "
+                                  "large) or read (not a feed, malformed, a DTD, the parse deadline): the reason"),
+                    "503": _error("previews busy (Retry-After), or store unavailable"),
+                },
+            }},
             "/api/feeds/{id}": {
                 "patch": {"summary": "Enable, disable or rename a feed", "operationId": "changeFeed",
                           "description": "Disabling keeps the feed (and FEEDS_FILE seeding never re-enables it); "

@@ -17,6 +17,7 @@ from typing import Any
 
 from bson import ObjectId
 
+from models.formats import DEFAULT_FORMAT, format_problem
 from models.postings import search_key
 from models.registry import FeedEntry, RegistryError, entry_from, validate_name, validate_url
 from models.runs import STATUSES, iso, parse_iso
@@ -342,6 +343,69 @@ def requested_urls(body: Any) -> list[str] | None:
         except RegistryError as exc:
             raise bad_request(f"feeds[{index}]: {exc}") from None
     return list(urls)
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayRequest:
+    """``POST /api/import/replay``: a run (``runId``) or a feed (``feed``: its latest stored payload)."""
+
+    run_id: str | None
+    feed: str | None
+
+
+MAX_RUN_ID_LENGTH = 256
+
+
+def replay_request(body: Any) -> ReplayRequest:
+    """``{"runId"}`` or ``{"feed": url}``, exactly one of them and nothing else."""
+    fields = require_object(body, "request body")
+    unknown = sorted(set(fields) - {"runId", "feed"})
+    if unknown:
+        raise bad_request(f"unknown field(s): {', '.join(unknown)}")
+    if len(fields) != 1:
+        raise bad_request('give exactly one of "runId" (a run whose payload to replay) or "feed" (a feed URL: its '
+                          "latest stored payload)")
+    if "runId" in fields:
+        run_id = fields["runId"]
+        if not isinstance(run_id, str) or not run_id.strip() or len(run_id) > MAX_RUN_ID_LENGTH or not run_id.isprintable():
+            raise bad_request(f"'runId' must be a run id (1 to {MAX_RUN_ID_LENGTH} printable characters)")
+        return ReplayRequest(run_id.strip(), None)
+    try:
+        return ReplayRequest(None, validate_url(fields["feed"]))
+    except RegistryError as exc:
+        raise bad_request(f"'feed': {exc}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class PreviewRequest:
+    """``POST /api/feeds/preview``: a URL, and the format and mapping to read it with (None: the stored ones)."""
+
+    url: str
+    format: str | None
+    mapping: dict[str, Any] | None
+
+
+def preview_request(body: Any) -> PreviewRequest:
+    """``{url, format?, mapping?}``; the format and mapping are checked as a parse would (``models.formats``)."""
+    fields = require_object(body, "request body")
+    unknown = sorted(set(fields) - {"url", "format", "mapping"})
+    if unknown:
+        raise bad_request(f"unknown field(s): {', '.join(unknown)}")
+    if "url" not in fields:
+        raise bad_request("'url' is required: the feed to preview")
+    try:
+        url = validate_url(fields["url"])
+    except RegistryError as exc:
+        raise bad_request(f"'url': {exc}") from None
+    format_ = fields.get("format")
+    mapping = fields.get("mapping")
+    if mapping is not None and not isinstance(mapping, dict):
+        raise bad_request("'mapping' must be a JSON object")
+    if format_ is not None or mapping is not None:
+        problem = format_problem(DEFAULT_FORMAT if format_ is None else format_, mapping)
+        if problem is not None:
+            raise bad_request(problem)
+    return PreviewRequest(url, format_, mapping)
 
 
 def require_registered(urls: list[str], registry: Mapping[str, Document], allowed_unregistered: bool) -> None:

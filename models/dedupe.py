@@ -10,17 +10,23 @@ outcome again; a posting at or before ``pos`` that is not recorded was processed
 nothing, so it is ``unchanged`` again. Every key lives in one partition (see ``models.envelopes``),
 so positions of one key are comparable.
 
-Known limit: a *republished* posting (a repair or a replayed run command, which get new offsets)
-whose run is older than a later change of the same key, and which was not itself a change, is
-classified against the later state. Runs of one feed do not overlap (a busy feed is skipped), so
-this needs a repair of a run after a newer run of the same feed changed the key.
+No rollback: the value also keeps ``at``, when the payload that made the current version was fetched
+(``sourceAt`` of its envelope). A posting read from an *older* payload (a replay of a stored payload,
+or a repair of an older run, after a newer run changed the key) whose content differs is
+``unchanged`` and superseded: the newer version stays, nothing is written. The same payload again
+(``at`` equal: a replay after a parser or mapping fix) or a newer one applies as usual. A value written
+before ``at`` existed has none: its content was fetched before any payload that carries a time, so any
+posting may change it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
+
+from models.runs import iso, parse_iso
 
 Outcome = Literal["created", "updated", "unchanged"]
 RECENT_KEPT = 8
@@ -35,12 +41,27 @@ class Classification:
     version: int
     state: dict[str, Any] | None
     replayed: bool = False
+    superseded: bool = False  # unchanged because a newer payload made the stored version (see the module docstring)
+
+
+def older_than_stored(previous: Mapping[str, Any], seen_at: datetime | None) -> bool:
+    """Whether a payload fetched at ``seen_at`` is older than the one that made the key's current version."""
+    stored = previous.get("at")
+    if seen_at is None or not stored:
+        return False
+    made = parse_iso(stored)
+    return made is not None and seen_at < made
 
 
 def classify(
-    previous: Mapping[str, Any] | None, fingerprint: str, run_id: str, seq: int, position: Sequence[int]
+    previous: Mapping[str, Any] | None, fingerprint: str, run_id: str, seq: int, position: Sequence[int],
+    seen_at: datetime | None = None,
 ) -> Classification:
-    """Decide the outcome of item ``seq`` of run ``run_id`` at ``position`` given the key's table value."""
+    """Decide the outcome of item ``seq`` of run ``run_id`` at ``position`` given the key's table value.
+
+    ``seen_at`` is when the posting's payload was fetched: content older than the stored version's
+    never replaces it (a replay of an older payload must not roll a posting back).
+    """
     if previous is not None:
         for recent_run, recent_seq, recent_outcome, recent_version in previous.get("recent", ()):
             if recent_run == run_id and recent_seq == seq:
@@ -51,13 +72,20 @@ def classify(
         outcome: Outcome = "created"
         version = 1
     elif previous["fingerprint"] != fingerprint:
+        if older_than_stored(previous, seen_at):
+            return Classification("unchanged", int(previous["version"]), None, superseded=True)
         outcome = "updated"
         version = int(previous["version"]) + 1
     else:
         return Classification("unchanged", int(previous["version"]), None)
     recent = [[run_id, seq, outcome, version], *(previous or {}).get("recent", [])][:RECENT_KEPT]
-    return Classification(outcome, version, {"fingerprint": fingerprint, "version": version, "recent": recent,
-                                             "pos": list(position)})
+    state: dict[str, Any] = {"fingerprint": fingerprint, "version": version, "recent": recent, "pos": list(position)}
+    stored_at = (previous or {}).get("at")
+    if seen_at is not None:
+        state["at"] = iso(seen_at)
+    elif stored_at:
+        state["at"] = stored_at
+    return Classification(outcome, version, state)
 
 
 def rejected_event(change: Mapping[str, Any], reason: str) -> dict[str, Any]:

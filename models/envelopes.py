@@ -8,7 +8,8 @@ envelopes existed, so an existing dedupe table keeps finding its keys. The dedup
 changelog partition is the envelope's partition, hence always the key's.
 
 Shapes (JSON):
-- ``jobs.parsed`` postings: ``{"type": "postings", "runId", "fetchedAt", "items": [posting + "seq"]}``;
+- ``jobs.parsed`` postings: ``{"type": "postings", "runId", "fetchedAt", "sourceAt"?, "items": [posting + "seq"]}``
+  (``sourceAt``: when the payload was fetched, if earlier than ``fetchedAt``: a replay of a stored payload);
 - ``jobs.parsed`` rejected (one key, from the sink): see :func:`models.dedupe.rejected_event`;
 - ``jobs.upserts``: ``{"type": "changes", "items": [change event]}`` (``jobs.changes`` shape).
 """
@@ -81,7 +82,13 @@ def pack(items: Iterable[tuple[int, bytes]], max_bytes: int, max_items: int = EN
     return done
 
 
-def postings_envelope(run_id: str, fetched_at: str, items: list[bytes]) -> bytes:
-    """A ``jobs.parsed`` postings envelope, its items' JSON joined as they are (the parse process encoded them)."""
-    head = orjson.dumps({"type": "postings", "runId": run_id, "fetchedAt": fetched_at})
+def postings_envelope(run_id: str, fetched_at: str, items: list[bytes], source_at: str | None = None) -> bytes:
+    """A ``jobs.parsed`` postings envelope, its items' JSON joined as they are (the parse process encoded them).
+
+    ``source_at``: when the payload was fetched, if not ``fetched_at`` (a replay parses an older payload now).
+    """
+    fields = {"type": "postings", "runId": run_id, "fetchedAt": fetched_at}
+    if source_at is not None and source_at != fetched_at:
+        fields["sourceAt"] = source_at
+    head = orjson.dumps(fields)
     return b"".join((head[:-1], b',"items":[', b",".join(items), b"]}"))

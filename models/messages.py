@@ -51,6 +51,7 @@ class Command(TypedDict):
     trigger: Trigger
     requestedAt: str
     repairSeqs: NotRequired[list[Seq]]
+    replayOf: NotRequired[Id]  # trigger ``replay``: the run whose stored payload is parsed instead of a fetch
 
 
 # --- jobs.parsed -----------------------------------------------------------------------------
@@ -88,6 +89,7 @@ class PostingsEnvelope(TypedDict):
     runId: Id
     fetchedAt: str
     items: list[ParsedItem]
+    sourceAt: NotRequired[str]  # when the payload was fetched (a replay's is its original fetch); default fetchedAt
 
 
 class SinglePosting(ParsedItem):
@@ -153,6 +155,7 @@ class RequestedOrStarted(ProgressBase):
     sourceName: NotRequired[str]
     trigger: NotRequired[Trigger]
     requestedAt: NotRequired[str]
+    replayOf: NotRequired[Id]
 
 
 class Fetched(ProgressBase):
@@ -270,6 +273,8 @@ def decode_command(raw: bytes, max_items: int) -> Command:
     command = _command(raw)
     timestamp(command["requestedAt"], "$.requestedAt")
     _seqs_below(command.get("repairSeqs", ()), max_items + 1, "$.repairSeqs")
+    if (command["trigger"] == "replay") != ("replayOf" in command):
+        raise BadMessage("$.replayOf: a replay command names the run it replays, and only a replay command does")
     return command
 
 
@@ -287,6 +292,7 @@ def decode_parsed(raw: bytes, max_items: int) -> PostingsEnvelope | Rejected:
         envelope = {"type": "postings", "runId": single.pop("runId"), "fetchedAt": single.pop("fetchedAt"),  # type: ignore[misc]
                     "items": [single]}
     timestamp(envelope["fetchedAt"], "$.fetchedAt")
+    timestamp(envelope.get("sourceAt"), "$.sourceAt")
     for index, item in enumerate(envelope["items"]):
         if item["seq"] >= max_items:
             raise BadMessage(f"$.items[{index}].seq: {item['seq']} is beyond MAX_ITEMS_PER_FEED={max_items} postings")

@@ -24,7 +24,7 @@ from typing import Any
 
 STATUSES = ("pending", "running", "completed", "partial", "failed")
 FINISHED = frozenset({"completed", "partial", "failed"})
-TRIGGERS = ("schedule", "manual", "cli")
+TRIGGERS = ("schedule", "manual", "cli", "replay")
 # Failure text is clipped so that neither the runs table nor an event can grow with hostile input.
 MAX_FAILURE_TEXT = 256
 MAX_ERROR_TEXT = 1024
@@ -59,17 +59,28 @@ def parse_iso(text: str | None) -> datetime | None:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
 
 
-def run_request(source_url: str, source_name: str, trigger: str, now: datetime, run_id: str | None = None) -> dict[str, Any]:
-    """The ``commands`` value that asks the poller to import one feed once."""
+def run_request(
+    source_url: str, source_name: str, trigger: str, now: datetime, run_id: str | None = None, replay_of: str | None = None
+) -> dict[str, Any]:
+    """The ``commands`` value that asks the poller to import one feed once.
+
+    ``replay_of`` (trigger ``replay`` only) names the run whose stored payload the poller parses
+    instead of fetching the feed (``agents/poller.py``).
+    """
     if trigger not in TRIGGERS:
         raise ValueError(f"trigger must be one of {TRIGGERS}, got {trigger!r}")
-    return {
+    if (trigger == "replay") != (replay_of is not None):
+        raise ValueError("a replay run names the run it replays (replay_of), and only a replay run does")
+    command = {
         "runId": run_id or new_run_id(now),
         "sourceUrl": source_url,
         "sourceName": source_name,
         "trigger": trigger,
         "requestedAt": iso(now),
     }
+    if replay_of is not None:
+        command["replayOf"] = replay_of
+    return command
 
 
 def requested_event(command: Mapping[str, Any]) -> dict[str, Any]:
@@ -190,6 +201,8 @@ def fold(state: dict[str, Any] | None, event: Mapping[str, Any], max_failures_ke
         for key in ("sourceUrl", "sourceName", "trigger", "requestedAt"):
             if event.get(key):
                 run[key] = event[key]
+        if event.get("replayOf"):
+            run["meta"]["replayOf"] = event["replayOf"]
         if kind == "started":
             run["status"] = "running"
             run["startedAt"] = run["startedAt"] or event["at"]

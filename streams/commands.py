@@ -28,6 +28,14 @@ async def request_runs(send: Send, settings: Settings, feeds: Iterable[FeedEntry
     return commands
 
 
+async def request_replay(send: Send, settings: Settings, feed: FeedEntry, replay_of: str) -> dict[str, Any]:
+    """Announce and ask for a replay run: the poller parses the payload stored under ``replay_of``."""
+    command = run_request(feed.url, feed.name, "replay", datetime.now(UTC), replay_of=replay_of)
+    await send(settings.topic("import.progress"), command["runId"], requested_event(command))
+    await send(settings.topic("commands"), feed.url, command)
+    return command
+
+
 def json_bytes(value: dict[str, Any]) -> bytes:
     return json.dumps(value, separators=(",", ":"), default=str).encode()
 

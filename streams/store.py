@@ -153,6 +153,7 @@ class Store:
         await self.import_logs.create_index([("sourceUrl", ASCENDING), *newest_runs])
         await self.raw_feeds.create_index("runId", unique=True)
         await self.raw_feeds.create_index([("fetchedAt", ASCENDING)])
+        await self.raw_feeds.create_index([("sourceUrl", ASCENDING), ("fetchedAt", DESCENDING)])  # a feed's latest payload
         await self.feeds.create_index("url", unique=True)
         await self.fetch_state.create_index("sourceUrl", unique=True)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 from collections import Counter, defaultdict
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
@@ -222,3 +223,64 @@ def test_the_direct_rocksdb_read_sees_what_faust_wrote_and_reads(tmp_path: Path)
     other = (partition_of(keys[0], 8) + 1) % 8
     assert dedupe.reader(other)(keys[0]) is None, "another partition's database does not hold the key"
     assert dedupe.reader(0)("missing") is None
+
+
+# --- no rollback: content of an older payload never replaces a version a newer payload made ----------------
+
+T1 = datetime(2025, 1, 6, 10, 0, tzinfo=UTC)
+T2 = datetime(2025, 1, 7, 10, 0, 0, 500000, tzinfo=UTC)  # with microseconds: compared as times, not as text
+
+
+@pytest.mark.parametrize(
+    ("seen_at", "fingerprint", "outcome", "version", "superseded"),
+    [
+        (T1, "fpA", "unchanged", 2, True),  # older payload, other content: the newer version stays
+        (T1, "fpB", "unchanged", 2, False),  # older payload, same content
+        (T2, "fpC", "updated", 3, False),  # the same payload read again (a parser or mapping fix) applies
+        (T2 + timedelta(days=1), "fpC", "updated", 3, False),  # a newer payload applies
+        (None, "fpA", "updated", 3, False),  # no time known: as before
+    ],
+)
+def test_a_posting_of_an_older_payload_never_rolls_a_newer_version_back(
+    seen_at: datetime | None, fingerprint: str, outcome: str, version: int, superseded: bool
+) -> None:
+    created = written(classify(None, "fpA", "run-a", 0, (1, 0), T1))
+    newer = written(classify(created, "fpB", "run-b", 0, (5, 0), T2))
+    assert newer["at"] == "2025-01-07T10:00:00.500000Z"
+    result = classify(newer, fingerprint, "replay-1", 0, (9, 0), seen_at)
+    assert (result.outcome, result.version, result.superseded) == (outcome, version, superseded)
+    assert (result.state is not None) == (outcome == "updated")
+
+
+def test_a_value_without_a_time_takes_any_change_and_keeps_its_time_once_given() -> None:
+    legacy = {"fingerprint": "fp1", "version": 4, "recent": [], "pos": [3, 0]}
+    result = classify(legacy, "fp2", "replay-1", 0, (9, 0), T1)
+    assert (result.outcome, result.version) == ("updated", 5)
+    assert written(result)["at"] == "2025-01-06T10:00:00Z"
+    untimed = written(classify(written(result), "fp3", "run-x", 0, (10, 0), None))
+    assert untimed["at"] == "2025-01-06T10:00:00Z", "a change without a time keeps the last known one"
+
+
+def test_a_replay_envelope_is_classified_with_its_payloads_fetch_time() -> None:
+    dedupe = Dedupe(cast(Any, {}), cast(Any, None), Settings.from_env({}))
+    table: dict[str, bytes] = {}
+    dedupe.lookup = lambda key: orjson.loads(table[key]) if key in table else None  # type: ignore[method-assign]
+    dedupe.reader = lambda _partition: dedupe.lookup  # type: ignore[method-assign]
+    dedupe.remember = lambda key, state: table.__setitem__(key, orjson.dumps(state))  # type: ignore[method-assign]
+    item = {"dedupeKey": "k1", "sourceUrl": "https://x/feed", "seq": 0, "fingerprint": "new"}
+    table["k1"] = orjson.dumps({"fingerprint": "newest", "version": 2, "recent": [], "pos": [1, 0], "at": "2025-01-07T10:00:00Z"})
+    unchanged: dict[str, list[int]] = defaultdict(list)
+    envelope = cast(Any, {"type": "postings", "runId": "replay-1", "fetchedAt": "2025-01-08T10:00:00Z",
+                          "sourceAt": "2025-01-06T10:00:00Z", "items": [item]})
+    assert dedupe.classify_envelope(envelope, 7, unchanged, Counter()) == []
+    assert unchanged["replay-1"] == [0]
+    envelope = cast(Any, {**envelope, "runId": "run-2"})
+    del envelope["sourceAt"]  # a fresh fetch: fetchedAt is the payload's time
+    [change] = dedupe.classify_envelope(envelope, 8, unchanged, Counter())
+    assert (change["type"], change["version"]) == ("updated", 3)
+
+
+def test_an_envelope_names_its_payloads_fetch_time_only_when_it_differs() -> None:
+    assert "sourceAt" not in orjson.loads(postings_envelope("r", "2025-01-06T10:00:00Z", [b"{}"], "2025-01-06T10:00:00Z"))
+    replay = orjson.loads(postings_envelope("r", "2025-01-08T10:00:00Z", [b"{}"], "2025-01-06T10:00:00Z"))
+    assert replay["sourceAt"] == "2025-01-06T10:00:00Z" and replay["items"] == [{}]

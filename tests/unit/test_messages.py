@@ -50,6 +50,10 @@ def test_what_jobstream_sends_decodes_to_the_same_values() -> None:
     assert decode_command(orjson.dumps(command), MAX_ITEMS) == command
     repair = {**command, "repairSeqs": [0, 5]}
     assert decode_command(orjson.dumps(repair), MAX_ITEMS) == repair
+    replay = run_request("https://x/feed", "x", "replay", NOW, replay_of="20250106T100000-abc")
+    assert decode_command(orjson.dumps(replay), MAX_ITEMS) == replay
+    replayed = postings_envelope("r1", AT, [orjson.dumps(posting(0))], "2025-01-01T00:00:00Z")
+    assert decode_parsed(replayed, MAX_ITEMS)["sourceAt"] == "2025-01-01T00:00:00Z"  # type: ignore[typeddict-item]
 
     items = [posting(0), posting(1)]
     envelope = postings_envelope("r1", AT, [orjson.dumps(item) for item in items])
@@ -91,6 +95,8 @@ BAD: list[tuple[str, Any, str]] = [
     ("command", {**run_request("https://x/f", "x", "manual", NOW), "requestedAt": "yesterday"}, "requestedAt"),
     ("command", {**run_request("https://x/f", "x", "manual", NOW), "repairSeqs": [10**11]}, "repairSeqs"),
     ("command", {**run_request("https://x/f", "x", "manual", NOW), "repairSeqs": [MAX_ITEMS + 1]}, "repairSeqs"),
+    ("command", {**run_request("https://x/f", "x", "manual", NOW), "trigger": "replay"}, "replayOf"),
+    ("command", {**run_request("https://x/f", "x", "manual", NOW), "replayOf": "r0"}, "replayOf"),
     ("parsed", [1, 2], "Expected `object`"),
     ("parsed", {"type": "postings", "runId": "r1", "fetchedAt": AT, "items": [{**posting(0), "seq": 10**11}]}, "seq"),
     ("parsed", {"type": "postings", "runId": "r1", "fetchedAt": AT, "items": [{**posting(0), "seq": MAX_ITEMS}]}, "seq"),

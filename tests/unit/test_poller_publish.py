@@ -14,7 +14,7 @@ import pytest
 
 from agents.fetch import FetchResult, Validators
 from agents.parsing import ParseFailed, PoolClosed
-from agents.poller import COMPRESS_SLICE, PUBLISH_AHEAD, Poller, compressed_within
+from agents.poller import COMPRESS_SLICE, PUBLISH_AHEAD, Poller, StoredFirst, compressed_within
 from models.feedstream import FeedSummary
 from streams.settings import Settings
 
@@ -81,7 +81,7 @@ class FakeParsers:
         self.job = job
 
     @contextlib.asynccontextmanager
-    async def parse(self, *_args: Any) -> AsyncIterator[FakeJob]:
+    async def parse(self, *_args: Any, **_kwargs: Any) -> AsyncIterator[FakeJob]:
         yield self.job
 
 
@@ -138,7 +138,7 @@ class RecordingParsers:
         self.payloads: list[bytes] = []
 
     @contextlib.asynccontextmanager
-    async def parse(self, payload: bytes | bytearray, *_args: Any) -> AsyncIterator[FakeJob]:
+    async def parse(self, payload: bytes | bytearray, *_args: Any, **_kwargs: Any) -> AsyncIterator[FakeJob]:
         self.payloads.append(bytes(payload))
         yield FakeJob(2, None)
 
@@ -169,11 +169,11 @@ async def test_the_parse_starts_while_the_payload_is_kept_but_nothing_is_publish
 async def test_a_run_publishes_the_payload_another_delivery_stored_first() -> None:
     parsers = RecordingParsers()
     poller, parsed = acked_poller(parsers)
-    theirs: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
-    theirs.set_result(b"<rss>stored first</rss>")
+    theirs: asyncio.Future[StoredFirst | None] = asyncio.get_running_loop().create_future()
+    theirs.set_result(StoredFirst(b"<rss>stored first</rss>", "2025-01-06T10:00:00Z"))
 
-    async def load_payload(_command: dict[str, Any]) -> tuple[FetchResult, asyncio.Future[bytes | None] | None]:
-        return FetchResult(200, bytearray(b"<rss>fetched now</rss>"), Validators(), 1), theirs
+    async def load_payload(_command: dict[str, Any]) -> tuple[FetchResult, asyncio.Future[StoredFirst | None] | None, None]:
+        return FetchResult(200, bytearray(b"<rss>fetched now</rss>"), Validators(), 1), theirs, None
 
     poller.load_payload = load_payload  # type: ignore[method-assign,assignment]
     command = {"runId": "r1", "sourceUrl": "https://x/feed", "sourceName": "x", "trigger": "manual", "requestedAt": "t"}
@@ -199,7 +199,7 @@ class StoppingParsers:
     closed = False
 
     @contextlib.asynccontextmanager
-    async def parse(self, payload: bytes | bytearray, *_args: Any) -> AsyncIterator[FakeJob]:
+    async def parse(self, payload: bytes | bytearray, *_args: Any, **_kwargs: Any) -> AsyncIterator[FakeJob]:
         if b"second" in bytes(payload):
             self.closed = True
             raise PoolClosed("parse abandoned: the worker is stopping")
@@ -237,8 +237,8 @@ async def test_runs_abandoned_by_a_stopping_worker_are_neither_failed_nor_acked(
     poller = Poller(cast(Any, FakeStore()), cast(Any, StoppingParsers()), topics, Settings.from_env({}))
     bodies = {"r1": b"<rss>first</rss>", "r2": b"<rss>second</rss>"}
 
-    async def load_payload(command: dict[str, Any]) -> tuple[FetchResult, None]:
-        return FetchResult(200, bodies[command["runId"]], Validators(), 1), None
+    async def load_payload(command: dict[str, Any]) -> tuple[FetchResult, None, None]:
+        return FetchResult(200, bodies[command["runId"]], Validators(), 1), None, None
 
     poller.load_payload = load_payload  # type: ignore[method-assign,assignment]
     events = [type("Event", (), {"value": orjson.dumps({"runId": run_id, "sourceUrl": f"https://x/{run_id}", "sourceName": "x",

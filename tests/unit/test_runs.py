@@ -165,3 +165,16 @@ def test_a_big_runs_state_stays_small_and_a_state_written_before_compression_sti
         done = fold(fold(state, event("fetched", totalFetched=total - 2, failures=[]), 10),
                     outcomes((total - 4, "created"), (total - 3, "created")), 10)
         assert done["status"] == "completed" and (done["unchangedJobs"], done["newJobs"]) == (total - 4, 2)
+
+
+def test_a_replay_run_names_the_run_it_replays_in_its_command_and_meta() -> None:
+    command = run_request("https://x/feed", "X", "replay", datetime(2025, 1, 6, tzinfo=UTC), run_id="r2", replay_of="r1")
+    assert command["trigger"] == "replay" and command["replayOf"] == "r1"
+    run = apply({**requested_event(command), "runId": RUN}, event("started", sourceUrl="https://x/feed", trigger="replay",
+                                                                   replayOf="r1"))
+    assert run["trigger"] == "replay" and run["meta"]["replayOf"] == "r1"
+    assert snapshot(run)["meta"]["replayOf"] == "r1"
+    with pytest.raises(ValueError, match="replay"):
+        run_request("https://x/feed", "X", "replay", datetime(2025, 1, 6, tzinfo=UTC))
+    with pytest.raises(ValueError, match="replay"):
+        run_request("https://x/feed", "X", "manual", datetime(2025, 1, 6, tzinfo=UTC), replay_of="r1")

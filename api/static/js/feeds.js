@@ -1,7 +1,7 @@
-// The feed registry: add, enable/disable, run one feed now, delete.
+// The feed registry: preview, add, enable/disable, run one feed now, delete.
 
 import { api } from "./api.js";
-import { badge, fmtRelative, h } from "./format.js";
+import { badge, fmtDateTime, fmtRelative, h } from "./format.js";
 
 export class FeedsView {
   constructor({ toast, onChanged, onRunRequested }) {
@@ -16,6 +16,7 @@ export class FeedsView {
       event.preventDefault();
       this.add();
     });
+    document.getElementById("feed-preview").addEventListener("click", () => this.preview());
     this.body.addEventListener("click", (event) => {
       const button = event.target.closest("button[data-action]");
       if (!button) return;
@@ -63,10 +64,44 @@ export class FeedsView {
     try {
       const feed = await api("/api/feeds", { method: "POST", body: name ? { url, name } : { url } });
       this.form.reset();
+      document.getElementById("feed-preview-box").hidden = true;
       this.toast(`Added ${feed.name}`);
       await this.reload();
     } catch (err) {
       this.toast(err.message, "error");
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  // How the feed reads before it is saved: the first postings, the failed items; the API writes nothing.
+  async preview() {
+    const url = document.getElementById("feed-url").value.trim();
+    const box = document.getElementById("feed-preview-box");
+    const button = document.getElementById("feed-preview");
+    if (!url) {
+      this.toast("Enter the feed's URL to preview it", "error");
+      return;
+    }
+    button.disabled = true;
+    box.hidden = false;
+    document.getElementById("feed-preview-summary").textContent = "Loading…";
+    document.getElementById("feed-preview-body").replaceChildren();
+    document.getElementById("feed-preview-failures").replaceChildren();
+    try {
+      const data = await api("/api/feeds/preview", { method: "POST", body: { url } });
+      document.getElementById("feed-preview-title").textContent = `Preview: ${data.title || url}`;
+      document.getElementById("feed-preview-summary").textContent =
+        `${data.format} · ${data.totalFetched} items · ${data.failedCount ?? data.failures.length} failed · first ${data.items.length} shown`;
+      document.getElementById("feed-preview-body").replaceChildren(...data.items.map((item) => h("tr", {},
+        h("td", {}, item.title), h("td", {}, item.company || "–"), h("td", {}, item.location || "–"),
+        h("td", {}, fmtDateTime(item.publishedAt)), h("td", { class: "mono small" }, item.externalId))));
+      const failures = data.failures.map((failure) => h("li", {}, h("span", { class: "mono" }, failure.key || `item ${failure.seq}`), `: ${failure.reason}`));
+      if (data.error) failures.unshift(h("li", {}, data.error));
+      document.getElementById("feed-preview-failures").replaceChildren(...(failures.length ? [h("h4", {}, "Failures"), h("ul", {}, failures)] : []));
+    } catch (err) {
+      document.getElementById("feed-preview-summary").textContent = "";
+      document.getElementById("feed-preview-failures").replaceChildren(h("div", { class: "error-box" }, err.message));
     } finally {
       button.disabled = false;
     }

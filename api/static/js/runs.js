@@ -188,6 +188,7 @@ export class RunsView {
       ["HTTP", meta.httpStatus ? `${meta.httpStatus}${meta.notModified ? " (not modified)" : ""}` : "–"],
       ["Payload", meta.bytes !== undefined ? `${fmtNumber(meta.bytes)} bytes` : "–"],
       ["Sink batches", meta.batches !== undefined ? fmtNumber(meta.batches) : "–"],
+      ["Replay of", meta.replayOf || "–"],
     ];
     const failures = run.failures || [];
     const body = [
@@ -205,7 +206,24 @@ export class RunsView {
               h("td", { class: "key mono" }, failure.key), h("td", {}, failure.reason), h("td", {}, failure.stage)))))
         : h("p", { class: "muted", id: "run-failures-none" }, "No failed items."),
       run.failuresTruncated ? h("p", { class: "muted small" }, "Only the first failures are kept (MAX_FAILURES_KEPT).") : null,
+      FINISHED.has(run.status)
+        ? h("div", { class: "row-actions" }, h("button", { type: "button", id: "run-replay", title: "Parse this run's stored payload again as a new run (nothing is fetched)" }, "Replay"))
+        : null,
     ];
     document.getElementById("run-detail-body").replaceChildren(...body.filter(Boolean));
+    const replay = document.getElementById("run-replay");
+    if (replay) replay.addEventListener("click", () => this.replay(run, replay));
+  }
+
+  async replay(run, button) {
+    button.disabled = true;
+    try {
+      const data = await api("/api/import/replay", { method: "POST", body: { runId: run.runId } });
+      this.toast(`Replay of ${run.sourceName || run.sourceUrl} requested`);
+      location.hash = `#/runs/${encodeURIComponent(data.runs[0].runId)}`;
+    } catch (err) {
+      this.toast(err.message, "error");
+      button.disabled = false;
+    }
   }
 }
