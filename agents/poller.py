@@ -100,12 +100,13 @@ class Poller:
 
     async def repair(self, command: Mapping[str, Any]) -> None:
         """Republish the listed items of a run from its stored payload (see agents/stats.py)."""
-        fetched = await self.stored_payload(command["runId"])
-        if fetched is None:
+        stored = await self.stored_payload(command["runId"])
+        if stored is None:
             logger.error("cannot repair run_id=%s: its raw payload is gone", command["runId"])
             return
-        try:
-            await self.parse_and_publish(command, fetched.body, set(command["repairSeqs"]))
+        fetched, options = stored
+        try:  # parsed as the run parsed it: with the format and mapping kept beside its payload
+            await self.parse_and_publish({**command, **options}, fetched.body, set(command["repairSeqs"]))
         except (FeedError, ParseFailed) as exc:
             logger.error("cannot repair run_id=%s: %s", command["runId"], exc)
 
@@ -179,7 +180,8 @@ class Poller:
         published = failed = 0
         unacked: deque[asyncio.Future[None]] = deque()  # chunks sent, in order, whose acks are not awaited yet
         try:
-            async with self.parsers.parse(payload, url, command.get("sourceName", ""), only) as job:
+            async with self.parsers.parse(payload, url, command.get("sourceName", ""), only,
+                                          feed_format=command.get("format") or "auto", mapping=command.get("mapping")) as job:
                 if kept is not None and (first := await kept) is not None:
                     raise StoredFirst(first)
                 if isinstance(payload, bytearray):
@@ -241,13 +243,15 @@ class Poller:
 
         return acked(), len(postings), len(failures)
 
-    async def stored_payload(self, run_id: str) -> FetchResult | None:
+    async def stored_payload(self, run_id: str) -> tuple[FetchResult, dict[str, Any]] | None:
+        """A run's stored payload, and the format and mapping it was parsed with (``{}`` if stored before them)."""
         stored = await until_reachable(partial(self.store.raw_feeds.find_one, {"_id": run_id}), f"run {run_id}")
         if stored is None:
             return None
         logger.info("replaying stored payload run_id=%s", run_id)
         body = await asyncio.get_running_loop().run_in_executor(None, zlib.decompress, stored["payload"])
-        return FetchResult(int(stored["httpStatus"]), body, Validators(stored.get("etag"), stored.get("lastModified")), 0)
+        options: dict[str, Any] = {key: stored[key] for key in ("format", "mapping") if key in stored}
+        return FetchResult(int(stored["httpStatus"]), body, Validators(stored.get("etag"), stored.get("lastModified")), 0), options
 
     async def load_payload(self, command: Mapping[str, Any]) -> tuple[FetchResult, asyncio.Future[bytes | None] | None]:
         """The stored payload of a replayed run, else a fresh conditional fetch and the task that keeps it.
@@ -259,7 +263,7 @@ class Poller:
         run_id, url = command["runId"], command["sourceUrl"]
         stored = await self.stored_payload(run_id)
         if stored is not None:
-            return stored, None
+            return stored[0], None
         state = await until_reachable(partial(self.store.fetch_state.find_one, {"sourceUrl": url}), f"run {run_id}") or {}
         started = time.perf_counter()
         try:
@@ -277,7 +281,7 @@ class Poller:
                     len(result.body), elapsed)
         if result.not_modified:
             return result, None
-        return result, asyncio.ensure_future(self.keep_payload(run_id, url, result))
+        return result, asyncio.ensure_future(self.keep_payload(run_id, url, result, command))
 
     async def validators_after(self, run_id: str, url: str, validators: Validators | None) -> None:
         """Remember the feed's ETag/Last-Modified once a run published every item; forget them after any other ending.
@@ -298,7 +302,7 @@ class Poller:
         await until_reachable(partial(self.store.write, partial(self.store.fetch_state.update_one, {"sourceUrl": url},
                                                                {"$set": fields}, upsert=True)), f"fetch state of {url}")
 
-    async def keep_payload(self, run_id: str, url: str, result: FetchResult) -> bytes | None:
+    async def keep_payload(self, run_id: str, url: str, result: FetchResult, command: Mapping[str, Any] | None = None) -> bytes | None:
         """Store a fresh payload under the run (then the feed's validators); return the payload another
         delivery of the command stored first, if one did, else None."""
         started = time.perf_counter()
@@ -313,7 +317,9 @@ class Poller:
             return None
         raw = {"_id": run_id, "runId": run_id, "sourceUrl": url, "fetchedAt": self.now(), "httpStatus": result.http_status,
                "bytes": len(result.body), "encoding": "zlib", "payload": Binary(compressed),
-               "etag": result.validators.etag, "lastModified": result.validators.last_modified}
+               "etag": result.validators.etag, "lastModified": result.validators.last_modified,
+               # how the run parses it: a repair republishes its items from this payload the same way
+               "format": (command or {}).get("format") or "auto", "mapping": (command or {}).get("mapping")}
         try:
             await until_reachable(partial(self.store.write, partial(self.store.raw_feeds.insert_one, raw)), f"run {run_id}")
         except DuplicateKeyError:
@@ -321,7 +327,7 @@ class Poller:
             # so every delivery of a run publishes the same items even if the feed changed meanwhile.
             first = await self.stored_payload(run_id)
             if first is not None:
-                return bytes(first.body)
+                return bytes(first[0].body)
         # The validators go to fetch_state only once every item is published (``validators_after``).
         logger.info("payload kept run_id=%s compressed_bytes=%d keep_s=%.2f", run_id, len(compressed), time.perf_counter() - started)
         return None

@@ -59,17 +59,26 @@ def parse_iso(text: str | None) -> datetime | None:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
 
 
-def run_request(source_url: str, source_name: str, trigger: str, now: datetime, run_id: str | None = None) -> dict[str, Any]:
-    """The ``commands`` value that asks the poller to import one feed once."""
+def run_request(source_url: str, source_name: str, trigger: str, now: datetime, run_id: str | None = None,
+                feed_format: str = "auto", mapping: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The ``commands`` value that asks the poller to import one feed once.
+
+    It carries the feed's ``format`` and ``mapping`` (SPEC §3a) as the registry held them when the run was
+    requested, so every delivery of the command parses the payload the same way.
+    """
     if trigger not in TRIGGERS:
         raise ValueError(f"trigger must be one of {TRIGGERS}, got {trigger!r}")
-    return {
+    command: dict[str, Any] = {
         "runId": run_id or new_run_id(now),
         "sourceUrl": source_url,
         "sourceName": source_name,
         "trigger": trigger,
         "requestedAt": iso(now),
     }
+    if feed_format != "auto" or mapping is not None:
+        command["format"] = feed_format
+        command["mapping"] = dict(mapping) if mapping is not None else None
+    return command
 
 
 def requested_event(command: Mapping[str, Any]) -> dict[str, Any]:

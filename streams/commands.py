@@ -21,7 +21,7 @@ async def request_runs(send: Send, settings: Settings, feeds: Iterable[FeedEntry
     """Announce each run as pending (import.progress) before asking the poller for it (commands)."""
     commands = []
     for feed in feeds:
-        command = run_request(feed.url, feed.name, trigger, datetime.now(UTC))
+        command = run_request(feed.url, feed.name, trigger, datetime.now(UTC), feed_format=feed.format, mapping=feed.mapping)
         await send(settings.topic("import.progress"), command["runId"], requested_event(command))
         await send(settings.topic("commands"), feed.url, command)
         commands.append(command)

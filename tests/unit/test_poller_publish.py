@@ -81,7 +81,7 @@ class FakeParsers:
         self.job = job
 
     @contextlib.asynccontextmanager
-    async def parse(self, *_args: Any) -> AsyncIterator[FakeJob]:
+    async def parse(self, *_args: Any, **_options: Any) -> AsyncIterator[FakeJob]:
         yield self.job
 
 
@@ -138,7 +138,7 @@ class RecordingParsers:
         self.payloads: list[bytes] = []
 
     @contextlib.asynccontextmanager
-    async def parse(self, payload: bytes | bytearray, *_args: Any) -> AsyncIterator[FakeJob]:
+    async def parse(self, payload: bytes | bytearray, *_args: Any, **_options: Any) -> AsyncIterator[FakeJob]:
         self.payloads.append(bytes(payload))
         yield FakeJob(2, None)
 
@@ -199,7 +199,7 @@ class StoppingParsers:
     closed = False
 
     @contextlib.asynccontextmanager
-    async def parse(self, payload: bytes | bytearray, *_args: Any) -> AsyncIterator[FakeJob]:
+    async def parse(self, payload: bytes | bytearray, *_args: Any, **_options: Any) -> AsyncIterator[FakeJob]:
         if b"second" in bytes(payload):
             self.closed = True
             raise PoolClosed("parse abandoned: the worker is stopping")
