@@ -45,7 +45,7 @@ export class FeedsView {
     this.body.replaceChildren(...this.feeds.map((feed) => {
       const run = feed.lastRun;
       return h("tr", { dataset: { feedId: feed.id, enabled: String(feed.enabled) } },
-        h("td", { class: "source-name" }, feed.name),
+        h("td", { class: "source-name" }, feed.name, feed.format && feed.format !== "auto" ? h("span", { class: "muted small", title: feed.mapping ? JSON.stringify(feed.mapping) : null }, ` ${feed.format}`) : null),
         h("td", {}, h("a", { href: feed.url, target: "_blank", rel: "noopener noreferrer", class: "source-url", title: feed.url }, feed.url)),
         h("td", {}, run ? h("span", {}, badge(run.status), " ", h("span", { class: "muted small" }, fmtRelative(run.startedAt || run.requestedAt))) : h("span", { class: "muted" }, "never")),
         h("td", {}, h("button", { type: "button", class: "switch", role: "switch", "aria-checked": String(feed.enabled), "aria-label": feed.enabled ? "Disable feed" : "Enable feed", title: feed.enabled ? "Disable" : "Enable", dataset: { action: "toggle" } })),
@@ -58,10 +58,23 @@ export class FeedsView {
   async add() {
     const url = document.getElementById("feed-url").value.trim();
     const name = document.getElementById("feed-name").value.trim();
+    const format = document.getElementById("feed-format").value;
+    const mappingText = document.getElementById("feed-mapping").value.trim();
+    const body = { url };
+    if (name) body.name = name;
+    if (format !== "auto") body.format = format;
+    if (mappingText) {
+      try {
+        body.mapping = JSON.parse(mappingText);
+      } catch (err) {
+        this.toast(`Mapping is not valid JSON: ${err.message}`, "error");
+        return;
+      }
+    }
     const button = document.getElementById("feed-add");
     button.disabled = true;
     try {
-      const feed = await api("/api/feeds", { method: "POST", body: name ? { url, name } : { url } });
+      const feed = await api("/api/feeds", { method: "POST", body });
       this.form.reset();
       this.toast(`Added ${feed.name}`);
       await this.reload();
