@@ -46,6 +46,7 @@ check: lint typecheck unit
 bench: $(STAMP)
 	$(PY) deploy/bench.py --feeds 100 --items 1000 --small-runs 20
 	$(PY) deploy/bench.py --feeds 1 --items 1000000 --profile .artifacts/profile-1M
+	$(PY) deploy/bench.py --feeds 1 --items 1000000 --format indeed
 
 ## The store at a million jobs: FerretDB patched and as shipped (figures only; Kafka must be running).
 bench-store: $(STAMP)

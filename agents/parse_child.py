@@ -77,7 +77,7 @@ def serve(stdin: BinaryIO, stdout: BinaryIO) -> None:
         if kind != JOB:
             send(ERROR, f"unexpected frame {kind!r}".encode())
             return
-        source_url, source_name, limits, only = marshal.loads(body)  # noqa: S302 - from the worker
+        source_url, source_name, limits, only, (feed_format, mapping) = marshal.loads(body)  # noqa: S302 - from the worker
         try:
             data = read_frame(stdin)
         except MemoryError:
@@ -92,7 +92,7 @@ def serve(stdin: BinaryIO, stdout: BinaryIO) -> None:
         try:
             summary = parse_in_chunks(
                 payload, source_url, source_name, max_items=max_items, max_posting_bytes=max_posting_bytes,
-                partitions=partitions, only=only, lane=(lane, lanes),
+                partitions=partitions, only=only, lane=(lane, lanes), feed_format=feed_format, mapping=mapping,
                 emit=lambda chunk: send(CHUNK, chunk), clock=time.monotonic,
             )
         except MemoryError:

@@ -22,7 +22,8 @@ no process holds a whole big feed's items. The worker only reads the pipe (async
   published, as for a deadline. Each child's peak RSS (``VmHWM``) is read when a job ends and logged.
 
 Protocol on the pipes: frames of ``kind`` (1 byte) + body length (4 bytes, big-endian) + body.
-Worker → child: ``J`` ``marshal((source_url, source_name, (max_items, max_posting_bytes, partitions, lane, lanes), only))``, then
+Worker → child: ``J`` ``marshal((source_url, source_name, (max_items, max_posting_bytes, partitions, lane, lanes), only,
+(format, mapping)))`` (the feed's format and mapping as JSON values, SPEC §3a), then
 ``P`` the payload as it is (written in slices: a 500 MB feed is never copied in the worker).
 Child → worker: ``C`` a chunk, ``E`` the summary (the end), ``F`` a feed error (its message,
 for ``import_logs``), ``M`` out of memory (empty; the child waits to be replaced), ``X`` an internal
@@ -45,7 +46,6 @@ from typing import Any, BinaryIO, TypeVar
 
 from models.feed import FeedError
 from models.feedstream import FeedSummary, LaneMerge, Row, decode_chunk, decode_summary
-from models.formats import DEFAULT_FORMAT, format_problem
 from models.text import printable
 
 logger = logging.getLogger(__name__)
@@ -340,18 +340,11 @@ class ParserPool:
     @contextlib.asynccontextmanager
     async def parse(
         self, payload: bytes | bytearray, source_url: str, source_name: str, only: Collection[int] | None = None,
-        *, format_: str = DEFAULT_FORMAT, mapping: Mapping[str, Any] | None = None,
+        *, feed_format: str = "auto", mapping: Mapping[str, Any] | None = None,
     ) -> AsyncIterator[ParseJob | LanedParse]:
         """A parse of one feed in a child process (a feed of ``SPLIT_BYTES`` or more in two, when a second is
-        free right now); a child is killed if its job does not end well.
-
-        ``format_`` and ``mapping`` select how the items are read (``models.formats``): every parse (a run,
-        a replay, a preview) passes its feed's here. Today only RSS/Atom/RDF exist, told apart by the root
-        element; anything else is a FeedError before a process is taken.
-        """
-        problem = format_problem(format_, mapping)
-        if problem is not None:
-            raise FeedError(problem)
+        free right now); a child is killed if its job does not end well. ``feed_format`` and ``mapping`` are
+        the feed's (SPEC §3a): every format takes this same guarded path."""
         if self._closed:
             raise PoolClosed("parser pool is closed (worker stopping)")
         if self._slots is None:
@@ -373,7 +366,8 @@ class ParserPool:
                     jobs.append(job)
                     body = marshal.dumps((source_url, source_name,
                                           (self.max_items, self.max_posting_bytes, self.partitions, lane, lanes),
-                                          frozenset(only) if only is not None else None))
+                                          frozenset(only) if only is not None else None,
+                                          (feed_format, dict(mapping) if mapping is not None else None)))
                     await job.send(body, payload)
                 if lanes > 1:
                     logger.info("parsing in %d processes url=%s bytes=%d", lanes, source_url, len(payload))

@@ -37,7 +37,6 @@ from models.egress import EgressPolicy
 from models.envelopes import pack, postings_envelope
 from models.feed import FeedError
 from models.feedstream import FeedSummary, Row, tail_failure
-from models.formats import DEFAULT_FORMAT
 from models.messages import decode_command
 from models.replay import RAW_STORED_LIMIT
 from models.runs import compact_failures, iso, outcomes_event, utc_now
@@ -116,14 +115,18 @@ class Poller:
         await (await self.topics.progress.send(key=run_id, value={"runId": run_id, "at": iso(self.now()), **event}))
 
     async def repair(self, command: Mapping[str, Any]) -> None:
-        """Republish the listed items of a run from its stored payload (a replay's: the replayed run's; see agents/stats.py)."""
+        """Republish the listed items of a run from its stored payload (a replay's: the replayed run's; see agents/stats.py).
+
+        Parsed as the run parsed it: with the format and mapping its command carries, else those kept beside the
+        payload (a repair command carries none: a repaired replay reads its items with the replayed run's).
+        """
         stored = await self.stored(command.get("replayOf") or command["runId"])
         if stored is None:
             logger.error("cannot repair run_id=%s: its raw payload is gone", command["runId"])
             return
-        fetched, source_at = stored
+        fetched, source_at, options = stored
         try:
-            await self.parse_and_publish(command, fetched.body, set(command["repairSeqs"]), source_at=source_at)
+            await self.parse_and_publish({**options, **command}, fetched.body, set(command["repairSeqs"]), source_at=source_at)
         except (FeedError, ParseFailed) as exc:
             logger.error("cannot repair run_id=%s: %s", command["runId"], exc)
 
@@ -192,14 +195,13 @@ class Poller:
     async def parse_and_publish(
         self, command: Mapping[str, Any], payload: bytes | bytearray, only: Collection[int] | None,
         kept: asyncio.Future[StoredFirst | None] | None = None, *, source_at: str | None = None,
-        format_: str = DEFAULT_FORMAT, mapping: Mapping[str, Any] | None = None,
     ) -> tuple[FeedSummary, int, float]:
         """Parse in a parse process and publish each chunk as it arrives; return the summary, items handed out
         and the seconds spent waiting for the parser.
 
         ``kept`` (a fresh fetch) is the payload being stored: the parse starts meanwhile, and nothing is
         published before it is done. ``source_at`` is when a stored payload was fetched (default: now, a
-        fresh fetch). ``format_`` and ``mapping`` select how the items are read (``ParserPool.parse``).
+        fresh fetch). The command's ``format`` and ``mapping`` select how the items are read (``ParserPool.parse``).
         Raises FeedError when the feed is unusable (before any item: the document is checked first),
         ParseFailed (with ``handed_out``) when the parse did not finish, and StoredFirst
         when another delivery of the command stored its payload first (nothing was published).
@@ -209,8 +211,8 @@ class Poller:
         published = failed = 0
         unacked: deque[asyncio.Future[None]] = deque()  # chunks sent, in order, whose acks are not awaited yet
         try:
-            async with self.parsers.parse(payload, url, command.get("sourceName", ""), only, format_=format_,
-                                          mapping=mapping) as job:
+            async with self.parsers.parse(payload, url, command.get("sourceName", ""), only,
+                                          feed_format=command.get("format") or "auto", mapping=command.get("mapping")) as job:
                 if kept is not None and (first := await kept) is not None:
                     raise first
                 if isinstance(payload, bytearray):
@@ -274,16 +276,18 @@ class Poller:
 
         return acked(), len(postings), len(failures)
 
-    async def stored(self, run_id: str) -> tuple[FetchResult, str | None] | None:
-        """The payload stored under ``run_id`` and when it was fetched (ISO), or None when raw_feeds has none."""
+    async def stored(self, run_id: str) -> tuple[FetchResult, str | None, dict[str, Any]] | None:
+        """The payload stored under ``run_id``, when it was fetched (ISO), and the format and mapping it was parsed
+        with (``{}`` if stored before them); None when raw_feeds has none."""
         stored = await until_reachable(partial(self.store.raw_feeds.find_one, {"_id": run_id}), f"run {run_id}")
         if stored is None:
             return None
         logger.info("reading stored payload run_id=%s", run_id)
         body = await asyncio.get_running_loop().run_in_executor(None, zlib.decompress, stored["payload"])
         fetched_at = stored.get("fetchedAt")
+        options: dict[str, Any] = {key: stored[key] for key in ("format", "mapping") if key in stored}
         return (FetchResult(int(stored["httpStatus"]), body, Validators(stored.get("etag"), stored.get("lastModified")), 0),
-                iso(fetched_at) if isinstance(fetched_at, datetime) else None)
+                iso(fetched_at) if isinstance(fetched_at, datetime) else None, options)
 
     async def load_payload(
         self, command: Mapping[str, Any]
@@ -323,7 +327,7 @@ class Poller:
                     len(result.body), elapsed)
         if result.not_modified:
             return result, None, None
-        return result, asyncio.ensure_future(self.keep_payload(run_id, url, result)), None
+        return result, asyncio.ensure_future(self.keep_payload(run_id, url, result, command)), None
 
     async def after_run(self, command: Mapping[str, Any], validators: Validators | None) -> None:
         """``validators_after`` for a run that fetched; a replay fetched nothing and leaves the feed's validators alone."""
@@ -349,7 +353,9 @@ class Poller:
         await until_reachable(partial(self.store.write, partial(self.store.fetch_state.update_one, {"sourceUrl": url},
                                                                {"$set": fields}, upsert=True)), f"fetch state of {url}")
 
-    async def keep_payload(self, run_id: str, url: str, result: FetchResult) -> StoredFirst | None:
+    async def keep_payload(
+        self, run_id: str, url: str, result: FetchResult, command: Mapping[str, Any] | None = None
+    ) -> StoredFirst | None:
         """Store a fresh payload under the run (then the feed's validators); return the payload another
         delivery of the command stored first, if one did, else None."""
         started = time.perf_counter()
@@ -364,7 +370,9 @@ class Poller:
             return None
         raw = {"_id": run_id, "runId": run_id, "sourceUrl": url, "fetchedAt": self.now(), "httpStatus": result.http_status,
                "bytes": len(result.body), "encoding": "zlib", "payload": Binary(compressed),
-               "etag": result.validators.etag, "lastModified": result.validators.last_modified}
+               "etag": result.validators.etag, "lastModified": result.validators.last_modified,
+               # how the run parses it: a repair republishes its items from this payload the same way
+               "format": (command or {}).get("format") or "auto", "mapping": (command or {}).get("mapping")}
         try:
             await until_reachable(partial(self.store.write, partial(self.store.raw_feeds.insert_one, raw)), f"run {run_id}")
         except DuplicateKeyError:

@@ -21,7 +21,7 @@ from typing import Any
 from pymongo.errors import PyMongoError
 
 from agents import metrics
-from models.registry import FeedEntry
+from models.registry import FeedEntry, entry_of
 from models.runs import ROW_FIELDS, iso, reconcile_event, timeout_event, utc_now
 from streams.app import Pipeline
 from streams.commands import Send, request_runs
@@ -83,7 +83,7 @@ def plan_schedule(
         elif (last := last_scheduled.get(url)) is not None and last >= window_start:
             recently += 1
         else:
-            due.append(FeedEntry(url, str(doc.get("name") or "")))
+            due.append(entry_of(doc))
     return Schedule(due, in_progress, recently)
 
 

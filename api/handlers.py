@@ -465,7 +465,8 @@ async def add_feed(request: web.Request) -> web.Response:
     entry = queries.new_feed(await json_body(request))
     now = datetime.now(UTC)
     created = now.replace(microsecond=now.microsecond // 1000 * 1000)  # what MongoDB keeps: milliseconds
-    doc: Document = {"url": entry.url, "name": entry.name, "enabled": entry.enabled, "createdAt": created, "lastRun": None}
+    doc: Document = {"url": entry.url, "name": entry.name, "enabled": entry.enabled, "format": entry.format,
+                     "mapping": entry.mapping, "createdAt": created, "lastRun": None}
     feeds, limit = request.app[STORE].feeds, request.app[SETTINGS].max_feeds
     # Count and insert under one lock: concurrent adds to this process cannot both take the last place.
     # (Several API processes could each add one past it: MAX_FEEDS bounds work, it is not an exact quota.)
@@ -494,7 +495,7 @@ async def change_feed(request: web.Request) -> web.Response:
     doc = await feeds.find_one({"_id": feed_id})
     if doc is None:  # deleted between the two calls
         raise ApiError(404, f"no feed with id {feed_id}")
-    logger.info("feed changed url=%s %s", doc["url"], " ".join(f"{k}={v}" for k, v in changes.items()))
+    logger.info("feed changed url=%s %s", doc["url"], " ".join(f"{k}={v}" for k, v in changes.items() if k != "mapping"))
     return json_response(feed_json(doc))
 
 

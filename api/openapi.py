@@ -18,7 +18,7 @@ from api.queries import (
     MAX_RUN_FEEDS,
     MAX_SKIP,
 )
-from models.formats import FORMATS
+from models.feed.mapping import FIELDS, FORMATS, MAX_MAPPING_PATHS, MAX_PATH_CHARS, MAX_PATH_STEPS
 from models.registry import MAX_NAME_LENGTH, MAX_URL_LENGTH
 from models.runs import STATUSES, TRIGGERS
 
@@ -117,6 +117,12 @@ READ_SECURED: list[dict[str, list[str]]] = [{}, {"bearer": []}, {"session": []}]
 TIMESTAMP = {"type": ["string", "null"], "format": "date-time"}
 COUNT = {"type": "integer", "minimum": 0}
 
+MAPPING_RULES = (
+    "`{\"item\": PATH, \"fields\": {FIELD: PATH | [PATH, ...]}}`: required for format `xml`, an override for `indeed`. "
+    "`title` and one of `externalId`/`url` are required; a list of paths joins the non-empty values with \", \" "
+    f"(`categories`: every value is one category); at most {MAX_MAPPING_PATHS} paths. A bad mapping is a 400 naming "
+    "the field and why (`mapping.fields.title: missing ...`)")
+
 SCHEMAS: dict[str, Schema] = {
     "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
     "Health": {
@@ -211,6 +217,8 @@ SCHEMAS: dict[str, Schema] = {
             "url": {"type": "string", "format": "uri"},
             "name": {"type": "string"},
             "enabled": {"type": "boolean"},
+            "format": _ref("FeedFormat"),
+            "mapping": {"oneOf": [{"type": "null"}, _ref("Mapping")]},
             "createdAt": TIMESTAMP,
             "lastRun": {"oneOf": [{"type": "null"}, {"type": "object", "description": "runId, status and times"}]},
         },
@@ -224,13 +232,40 @@ SCHEMAS: dict[str, Schema] = {
             "name": {"type": "string", "maxLength": MAX_NAME_LENGTH,
                      "description": "default: the URL's host; one line (no control characters)"},
             "enabled": {"type": "boolean", "default": True},
+            "format": _ref("FeedFormat"),
+            "mapping": {"oneOf": [{"type": "null"}, _ref("Mapping")], "description": MAPPING_RULES},
         },
     },
     "FeedChange": {
         "type": "object",
         "additionalProperties": False,
         "minProperties": 1,
-        "properties": {"enabled": {"type": "boolean"}, "name": {"type": "string", "maxLength": MAX_NAME_LENGTH}},
+        "properties": {"enabled": {"type": "boolean"}, "name": {"type": "string", "maxLength": MAX_NAME_LENGTH},
+                       "format": _ref("FeedFormat"),
+                       "mapping": {"oneOf": [{"type": "null"}, _ref("Mapping")],
+                                   "description": "validated with `format` (give both; `format` alone resets it). "
+                                                  + MAPPING_RULES}},
+    },
+    "FeedFormat": {"enum": list(FORMATS), "default": "auto", "description": (
+        "how the feed is read (SPEC §3a): `auto` tells it from the root element (`rss`, `feed`, `RDF`: RSS/Atom/RDF; "
+        "`source`: `indeed`); `indeed` is the Indeed-style `<source><job>` format (its preset mapping, which "
+        "`mapping` overrides field by field); `xml` is any repeating item element, described by `mapping`")},
+    "MappingPath": {"type": "string", "minLength": 1, "maxLength": MAX_PATH_CHARS, "description": (
+        f"child names separated by `/` (at most {MAX_PATH_STEPS} steps), namespace prefixes as the feed writes "
+        "them (`job:location/city`), `@name` last for an attribute (`@id`, `apply/@href`). Data, never code: no "
+        "wildcards, predicates, axes or functions")},
+    "Mapping": {
+        "type": "object",
+        "additionalProperties": False,
+        "description": MAPPING_RULES,
+        "properties": {
+            "item": {**_ref("MappingPath"), "description": "path from the root element to the repeating item element "
+                                                          "(`job`, `jobs/position`); required unless the format is `indeed`"},
+            "fields": {"type": "object", "additionalProperties": False, "properties": {
+                field: {"oneOf": [_ref("MappingPath"),
+                                  {"type": "array", "minItems": 1, "maxItems": MAX_MAPPING_PATHS, "items": _ref("MappingPath")}]}
+                for field in FIELDS}},
+        },
     },
 }
 

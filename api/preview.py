@@ -89,7 +89,7 @@ async def preview_feed(
     collector = PreviewCollector()
     summary: FeedSummary | None = None
     try:
-        async with parsers.parse(fetched.body, url, name, format_=format_, mapping=mapping) as job:
+        async with parsers.parse(fetched.body, url, name, feed_format=format_, mapping=mapping) as job:
             async for rows in job:
                 collector.add(rows)
             summary = job.summary

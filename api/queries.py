@@ -11,7 +11,7 @@ import binascii
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,7 +19,7 @@ from bson import ObjectId
 
 from models.formats import DEFAULT_FORMAT, format_problem
 from models.postings import search_key
-from models.registry import FeedEntry, RegistryError, entry_from, validate_name, validate_url
+from models.registry import ENTRY_FIELDS, FeedEntry, RegistryError, entry_from, entry_of, feed_format_of, validate_name, validate_url
 from models.runs import STATUSES, iso, parse_iso
 
 Document = dict[str, Any]
@@ -286,9 +286,9 @@ def require_object(body: Any, what: str) -> dict[str, Any]:
 
 
 def new_feed(body: Any) -> FeedEntry:
-    """``POST /api/feeds``: ``{url, name?, enabled?}`` and nothing else."""
+    """``POST /api/feeds``: ``{url, name?, enabled?, format?, mapping?}`` and nothing else."""
     fields = require_object(body, "request body")
-    unknown = sorted(set(fields) - {"url", "name", "enabled"})
+    unknown = sorted(set(fields) - set(ENTRY_FIELDS))
     if unknown:
         raise bad_request(f"unknown field(s): {', '.join(unknown)}")
     try:
@@ -298,11 +298,15 @@ def new_feed(body: Any) -> FeedEntry:
 
 
 def feed_changes(body: Any) -> Document:
-    """``PATCH /api/feeds/{id}``: ``{enabled?: bool, name?: str}``, at least one of them."""
+    """``PATCH /api/feeds/{id}``: ``{enabled?, name?, format?, mapping?}``, at least one of them.
+
+    ``format`` and ``mapping`` are validated together (a mapping depends on its format): give both when
+    changing either; ``format`` alone resets the mapping (``auto``, ``rss``... take none).
+    """
     fields = require_object(body, "request body")
-    unknown = sorted(set(fields) - {"enabled", "name"})
+    unknown = sorted(set(fields) - {"enabled", "name", "format", "mapping"})
     if unknown:
-        raise bad_request(f"unknown field(s): {', '.join(unknown)}; only 'enabled' and 'name' can change")
+        raise bad_request(f"unknown field(s): {', '.join(unknown)}; only 'enabled', 'name', 'format' and 'mapping' can change")
     changes: Document = {}
     if "enabled" in fields:
         if not isinstance(fields["enabled"], bool):
@@ -313,8 +317,13 @@ def feed_changes(body: Any) -> Document:
             changes["name"] = validate_name(fields["name"])
         except RegistryError as exc:
             raise bad_request(f"'name': {exc}") from None
+    if "format" in fields or "mapping" in fields:
+        try:
+            changes["format"], changes["mapping"] = feed_format_of(fields, "feed")
+        except RegistryError as exc:
+            raise bad_request(str(exc)) from None
     if not changes:
-        raise bad_request("nothing to change: give 'enabled' and/or 'name'")
+        raise bad_request("nothing to change: give 'enabled', 'name', 'format' or 'mapping'")
     return changes
 
 
@@ -450,7 +459,10 @@ def plan_runs(urls: list[str], registry: Mapping[str, Document], running: set[st
 
 def run_entry(url: str, known: Document | None) -> FeedEntry:
     """A registered feed keeps its registry name; an unregistered one is named after its host."""
-    return FeedEntry(url, str(known["name"])) if known and known.get("name") else entry_from(url)
+    if known is None:
+        return entry_from(url)
+    entry = entry_of(known)
+    return entry if entry.name else replace(entry, name=entry_from(url).name)
 
 
 def to_json(value: Any) -> Any:
@@ -468,4 +480,4 @@ def to_json(value: Any) -> Any:
 
 def feed_json(doc: Document) -> Document:
     """A registry document as the API shows it: ``_id`` becomes ``id``."""
-    return {"id": str(doc["_id"]), **to_json(doc)}
+    return {"id": str(doc["_id"]), "format": "auto", "mapping": None, **to_json(doc)}

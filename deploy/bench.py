@@ -8,7 +8,8 @@ seconds and microseconds per posting of the store, the broker, each worker and i
 and how busy the machine's cores were (a phase with no idle core is bound by the CPU, whatever the
 ceilings say). ``--workers N`` (default the core count, as ``make run``) starts N workers sharing
 the partitions. ``--profile DIR`` records py-spy profiles (worker and parse processes) and prints
-the top own-time frames. Prints figures; asserts nothing about speed.
+the top own-time frames. ``--format indeed`` serves the same postings as Indeed-style job XML feeds
+(SPEC §3a), to set the job XML path beside RSS. Prints figures; asserts nothing about speed.
 
 Usage: .venv/bin/python deploy/bench.py [--feeds 100 --items 1000] [--workers 2] [--profile .artifacts/profile]
 """
@@ -155,6 +156,25 @@ def feed_items(feed: int, items: int) -> list[dict[str, Any]]:
              "description": "<p>Build things. " + "Lorem ipsum dolor sit amet. " * 8 + "</p>"} for i in range(items)]
 
 
+def indeed(items: list[dict[str, Any]]) -> bytes:
+    """The same postings as an Indeed-style job XML feed (SPEC §3a ``indeed``): CDATA text, as job boards write it."""
+    parts = ['<?xml version="1.0" encoding="utf-8"?><source><publisher>Bench</publisher>'
+             "<publisherurl>https://example.com</publisherurl>"]
+    for item in items:
+        parts.append(
+            f"<job><title><![CDATA[{item['title']}]]></title><date><![CDATA[Mon, 06 Jan 2025 10:00:00 +0000]]></date>"
+            f"<referencenumber><![CDATA[{item['guid']}]]></referencenumber>"
+            f"<url><![CDATA[https://example.com/jobs/{item['guid']}]]></url><company><![CDATA[{item['company']}]]></company>"
+            "<city><![CDATA[Lyon]]></city><state><![CDATA[ARA]]></state><country><![CDATA[FR]]></country>"
+            f"<description><![CDATA[{item['description']}]]></description><jobtype><![CDATA[fulltime]]></jobtype>"
+            "<category><![CDATA[Engineering]]></category></job>")
+    parts.append("</source>")
+    return "".join(parts).encode()
+
+
+FEED_BUILDERS = {"rss": rss, "indeed": indeed}
+
+
 def sample_changes(body: bytes, url: str) -> list[dict[str, Any]]:
     """The change events the pipeline would write for a feed: the ceilings move the same documents."""
     parsed = [posting_json(p) for p in parse_feed(body, url, "bench").items if isinstance(p, JobPosting)]
@@ -286,6 +306,8 @@ async def main() -> None:
     parser.add_argument("--small-runs", type=int, default=0, help="then time this many runs of a 100-item feed, one at a time")
     parser.add_argument("--profile", type=Path, help="record py-spy profiles of the worker (and its parse processes) here")
     parser.add_argument("--reimports", type=int, default=1, help="unchanged re-import rounds (more show the run-to-run spread)")
+    parser.add_argument("--format", choices=sorted(FEED_BUILDERS), default="rss",
+                        help="the feeds' format: RSS 2.0, or the same postings as Indeed-style job XML (read as format indeed)")
     args = parser.parse_args()
     kafka = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
     mongo_url = os.environ.get("MONGO_URL", "mongodb://127.0.0.1:27017")
@@ -294,7 +316,7 @@ async def main() -> None:
     env = isolated_env(kafka, mongo_url, f"bench{uuid.uuid4().hex[:8]}", workdir,
                        TOPIC_PARTITIONS=str(args.partitions), BATCH_SIZE=str(args.batch_size), BATCH_WINDOW_SECONDS="1.0",
                        LOG_LEVEL="INFO", REPAIR_AFTER_SECONDS="60")
-    bodies = [rss(feed_items(f, args.items)) for f in range(args.feeds)]
+    bodies = [FEED_BUILDERS[args.format](feed_items(f, args.items)) for f in range(args.feeds)]
     env["MAX_FEED_BYTES"] = str(max(50 * 1024 * 1024, 2 * max(map(len, bodies))))  # a 1M-posting feed is ~0.5 GB
     # A parse process holds its feed, then parses it (streams.settings.PARSE_MEMORY_HEADROOM_MB): the limit follows the feeds.
     env["PARSE_MAX_MEMORY_MB"] = str(max(512, int(env["MAX_FEED_BYTES"]) // 2**20 + PARSE_MEMORY_HEADROOM_MB))
@@ -303,7 +325,7 @@ async def main() -> None:
     await server.start()
     urls = [server.put(f"bench-{f}.xml", body, conditional=False) for f, body in enumerate(bodies)]
     print(f"{args.feeds} feed(s) x {args.items:,} postings = {total:,} postings, {sum(map(len, bodies)) / 1e6:.1f} MB; "
-          f"partitions={args.partitions}", flush=True)
+          f"partitions={args.partitions}; format {args.format}", flush=True)
     changes = sample_changes(rss(feed_items(0, 2000)), urls[0])
     ceiling_n = min(total, 100_000)
     store = store_ceiling(mongo_url, changes, ceiling_n)
@@ -334,7 +356,8 @@ async def main() -> None:
             messages_before = await message_counts(env)
             cpu_before, busy_before = cpu_sample(pids), machine_busy()
             started = time.perf_counter()
-            runs = await import_feeds(settings_of(env), [FeedEntry(url, url.rsplit("/", 1)[-1]) for url in urls], 3600, io.StringIO())
+            runs = await import_feeds(settings_of(env), [FeedEntry(url, url.rsplit("/", 1)[-1], format=args.format) for url in urls],
+                                      3600, io.StringIO())
             elapsed = time.perf_counter() - started
             cpu_after, busy_after = cpu_sample(pids), machine_busy()
             counts: Counter[str] = Counter()

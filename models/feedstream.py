@@ -22,7 +22,7 @@ from __future__ import annotations
 import heapq
 import json
 import marshal
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
@@ -112,6 +112,8 @@ def parse_in_chunks(
     chunk_items: int = CHUNK_ITEMS,
     chunk_chars: int = CHUNK_CHARS,
     flush_seconds: float = FLUSH_SECONDS,
+    feed_format: str = "auto",
+    mapping: Mapping[str, Any] | None = None,
 ) -> FeedSummary:
     """Parse ``payload`` and ``emit`` its items in encoded chunks; stop after ``max_items`` items.
 
@@ -119,6 +121,7 @@ def parse_in_chunks(
     items of one lane (:func:`in_lane`): the items left out are counted, never normalised. A posting larger
     than ``max_posting_bytes`` as JSON becomes a failed item (stage ``publish``): the broker would
     refuse its message, and with it the whole chunk. ``partitions`` is the topic's partition count.
+    ``feed_format`` and ``mapping`` are the feed's (SPEC §3a), as :func:`models.feed.stream_feed` takes them.
     Raises
     :class:`models.feed.FeedError` like :func:`models.feed.stream_feed`; chunks emitted before
     such an error stay valid (items are handed out only once the whole document is known to be
@@ -166,7 +169,7 @@ def parse_in_chunks(
 
     try:
         kind, title = stream_feed(payload, source_url, source_name, on_item,
-                                  None if only is None and lane == WHOLE else wanted)
+                                  None if only is None and lane == WHOLE else wanted, feed_format=feed_format, mapping=mapping)
     finally:
         flush()
     return FeedSummary(kind, title, count, stopped)

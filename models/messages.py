@@ -22,6 +22,7 @@ from typing import Annotated, Any, Literal, NotRequired, TypedDict, TypeVar
 import msgspec
 from msgspec import Meta
 
+from models.feed.mapping import FORMATS, MAX_MAPPING_PATHS, MAX_PATH_CHARS
 from models.runs import TRIGGERS
 
 # An absolute bound, whatever the settings: a sequence number is an index into a run's bitmaps.
@@ -32,6 +33,8 @@ Id = Annotated[str, Meta(min_length=1, max_length=256)]
 Url = Annotated[str, Meta(min_length=1, max_length=8192)]
 Trigger = Literal[TRIGGERS]  # type: ignore[valid-type]
 Outcome = Literal["created", "updated", "unchanged", "failed"]
+Format = Literal[FORMATS]  # type: ignore[valid-type]
+MappingPath = Annotated[str, Meta(min_length=1, max_length=MAX_PATH_CHARS)]
 RAW_CLIP = 4096  # bytes of a bad message kept in its jobs.dlq record
 
 
@@ -52,6 +55,15 @@ class Command(TypedDict):
     requestedAt: str
     repairSeqs: NotRequired[list[Seq]]
     replayOf: NotRequired[Id]  # trigger ``replay``: the run whose stored payload is parsed instead of a fetch
+    format: NotRequired[Format]
+    mapping: NotRequired[FeedMapping | None]
+
+
+class FeedMapping(TypedDict):
+    """A feed's mapping (SPEC §3a) as the registry stores it; its rules are checked again by the parse."""
+
+    item: NotRequired[Annotated[str, Meta(max_length=MAX_PATH_CHARS)]]
+    fields: NotRequired[dict[str, MappingPath | Annotated[list[MappingPath], Meta(max_length=MAX_MAPPING_PATHS)]]]
 
 
 # --- jobs.parsed -----------------------------------------------------------------------------

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
 
+from models.feed.mapping import MappingError, validate_feed_format
 from models.text import LINE_BREAKING_CATEGORIES, UNPRINTABLE_CATEGORIES
 
 
@@ -18,9 +20,34 @@ class RegistryError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class FeedEntry:
+    """A registered feed: where it is, its name, and how it is read (``format``, ``mapping``: SPEC §3a)."""
+
     url: str
     name: str
     enabled: bool = True
+    format: str = "auto"
+    mapping: dict[str, Any] | None = None
+
+
+ENTRY_FIELDS = ("url", "name", "enabled", "format", "mapping")
+
+
+def feed_format_of(raw: Mapping[str, Any], where: str = "feed") -> tuple[str, dict[str, Any] | None]:
+    """The ``format`` and ``mapping`` of a feed entry or request body, validated (``models.feed.mapping``).
+
+    The RegistryError names the field and why (``mapping.fields.title: missing ...``): the API's 400.
+    """
+    try:
+        return validate_feed_format(raw.get("format"), raw.get("mapping"))
+    except MappingError as exc:
+        raise RegistryError(f"{where}: {exc}") from None
+
+
+def entry_of(doc: Mapping[str, Any]) -> FeedEntry:
+    """A FeedEntry from a stored registry document (older documents have no format: ``auto``)."""
+    mapping = doc.get("mapping")
+    return FeedEntry(str(doc["url"]), str(doc.get("name") or ""), bool(doc.get("enabled", True)),
+                     str(doc.get("format") or "auto"), dict(mapping) if isinstance(mapping, Mapping) else None)
 
 
 MAX_URL_LENGTH = 2000
@@ -54,17 +81,21 @@ def validate_url(url: object) -> str:
 
 
 def entry_from(raw: Any, where: str = "feed") -> FeedEntry:
-    """A FeedEntry from a YAML/JSON value: a URL string or ``{url, name?, enabled?}``."""
+    """A FeedEntry from a YAML/JSON value: a URL string or ``{url, name?, enabled?, format?, mapping?}``."""
     if isinstance(raw, str):
         raw = {"url": raw}
     if not isinstance(raw, dict):
         raise RegistryError(f"{where}: expected a URL or a mapping with 'url', got {type(raw).__name__}")
+    unknown = sorted(str(key) for key in raw if key not in ENTRY_FIELDS)
+    if unknown:
+        raise RegistryError(f"{where}: unknown field(s) {', '.join(map(repr, unknown))}; a feed has {', '.join(ENTRY_FIELDS)}")
     url = validate_url(raw.get("url"))
+    feed_format, mapping = feed_format_of(raw, where)
     name = raw.get("name")
     enabled = raw.get("enabled", True)
     if (name is not None and not isinstance(name, str)) or not isinstance(enabled, bool):
         raise RegistryError(f"{where}: 'name' must be a string and 'enabled' a boolean")
-    return FeedEntry(url, validate_name(name) if name and name.strip() else urlsplit(url).netloc, enabled)
+    return FeedEntry(url, validate_name(name) if name and name.strip() else urlsplit(url).netloc, enabled, feed_format, mapping)
 
 
 def validate_name(name: object) -> str:

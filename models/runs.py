@@ -60,18 +60,21 @@ def parse_iso(text: str | None) -> datetime | None:
 
 
 def run_request(
-    source_url: str, source_name: str, trigger: str, now: datetime, run_id: str | None = None, replay_of: str | None = None
+    source_url: str, source_name: str, trigger: str, now: datetime, run_id: str | None = None, replay_of: str | None = None,
+    feed_format: str = "auto", mapping: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The ``commands`` value that asks the poller to import one feed once.
 
     ``replay_of`` (trigger ``replay`` only) names the run whose stored payload the poller parses
-    instead of fetching the feed (``agents/poller.py``).
+    instead of fetching the feed (``agents/poller.py``). The command carries the feed's ``format`` and
+    ``mapping`` (SPEC §3a) as the registry held them when the run was requested, so every delivery of the
+    command parses the payload the same way (a replay: with the feed's current ones).
     """
     if trigger not in TRIGGERS:
         raise ValueError(f"trigger must be one of {TRIGGERS}, got {trigger!r}")
     if (trigger == "replay") != (replay_of is not None):
         raise ValueError("a replay run names the run it replays (replay_of), and only a replay run does")
-    command = {
+    command: dict[str, Any] = {
         "runId": run_id or new_run_id(now),
         "sourceUrl": source_url,
         "sourceName": source_name,
@@ -80,6 +83,9 @@ def run_request(
     }
     if replay_of is not None:
         command["replayOf"] = replay_of
+    if feed_format != "auto" or mapping is not None:
+        command["format"] = feed_format
+        command["mapping"] = dict(mapping) if mapping is not None else None
     return command
 
 

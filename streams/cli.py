@@ -10,6 +10,7 @@ import os
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
@@ -19,7 +20,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from api.preview import PreviewFailed, preview_feed, preview_pool
 from models.formats import DEFAULT_FORMAT, FORMATS, format_problem
-from models.registry import FeedEntry, RegistryError, entry_from, parse_feeds_file
+from models.registry import FeedEntry, RegistryError, entry_from, entry_of, parse_feeds_file
 from models.replay import missing_payload_reason, replayed_run
 from models.runs import FINISHED
 from streams.commands import Send, aiokafka_sender, producer_for, request_replay, request_runs
@@ -80,6 +81,9 @@ async def replay_request(settings: Settings, run_id: str) -> tuple[FeedEntry, st
         url = str(run["sourceUrl"])
         if url in await store.active_sources():
             raise ReplayRefused(f"a run of {url} is pending or running: replay it once that run has finished")
+        registered = await store.feeds.find_one({"url": url})  # a replay reads with the feed's current format and mapping
+        if registered is not None:
+            return replace(entry_of(registered), name=str(registered.get("name") or run.get("sourceName") or url)), replay_of
         return FeedEntry(url, str(run.get("sourceName") or url)), replay_of
     finally:
         await store.close()

@@ -21,7 +21,7 @@ async def request_runs(send: Send, settings: Settings, feeds: Iterable[FeedEntry
     """Announce each run as pending (import.progress) before asking the poller for it (commands)."""
     commands = []
     for feed in feeds:
-        command = run_request(feed.url, feed.name, trigger, datetime.now(UTC))
+        command = run_request(feed.url, feed.name, trigger, datetime.now(UTC), feed_format=feed.format, mapping=feed.mapping)
         await send(settings.topic("import.progress"), command["runId"], requested_event(command))
         await send(settings.topic("commands"), feed.url, command)
         commands.append(command)
@@ -29,8 +29,10 @@ async def request_runs(send: Send, settings: Settings, feeds: Iterable[FeedEntry
 
 
 async def request_replay(send: Send, settings: Settings, feed: FeedEntry, replay_of: str) -> dict[str, Any]:
-    """Announce and ask for a replay run: the poller parses the payload stored under ``replay_of``."""
-    command = run_request(feed.url, feed.name, "replay", datetime.now(UTC), replay_of=replay_of)
+    """Announce and ask for a replay run: the poller parses the payload stored under ``replay_of`` with the
+    feed's current format and mapping."""
+    command = run_request(feed.url, feed.name, "replay", datetime.now(UTC), replay_of=replay_of,
+                          feed_format=feed.format, mapping=feed.mapping)
     await send(settings.topic("import.progress"), command["runId"], requested_event(command))
     await send(settings.topic("commands"), feed.url, command)
     return command

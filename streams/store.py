@@ -164,16 +164,20 @@ class Store:
         await self.client.close()
 
     async def seed_feeds(self, entries: list[Any], now: Any) -> int:
-        """Add the feeds of FEEDS_FILE that the registry does not know; never re-enable a disabled one."""
+        """Add the feeds of FEEDS_FILE that the registry does not know; never re-enable a disabled one.
+
+        An entry that spells out a ``format`` or ``mapping`` (SPEC §3a) sets them on its feed, registered or
+        not, so a mapping fixed in the file takes effect on the next start; other entries leave them alone.
+        """
         added = 0
         for entry in entries:
-            result = await self.write(partial(
-                self.feeds.update_one,
-                {"url": entry.url},
-                {"$setOnInsert": {"url": entry.url, "name": entry.name, "enabled": entry.enabled, "createdAt": now,
-                                  "lastRun": None}},
-                upsert=True,
-            ))
+            read_as = {"format": entry.format, "mapping": entry.mapping}
+            explicit = entry.format != "auto" or entry.mapping is not None
+            update: dict[str, Any] = {"$setOnInsert": {"url": entry.url, "name": entry.name, "enabled": entry.enabled,
+                                                       "createdAt": now, "lastRun": None, **({} if explicit else read_as)}}
+            if explicit:
+                update["$set"] = read_as
+            result = await self.write(partial(self.feeds.update_one, {"url": entry.url}, update, upsert=True))
             added += result.upserted_id is not None
         return added
 

@@ -286,7 +286,7 @@ def test_to_json_renders_datetimes_with_z_and_drops_mongo_ids() -> None:
            "nested": [{"_id": 1, "ref": oid}], "n": 3}
     assert queries.to_json(doc) == {"at": "2025-01-06T10:00:00.123000Z", "naive": "2025-01-06T00:00:00Z",
                                     "nested": [{"ref": str(oid)}], "n": 3}
-    assert queries.feed_json({"_id": oid, "url": "u"}) == {"id": str(oid), "url": "u"}
+    assert queries.feed_json({"_id": oid, "url": "u"}) == {"id": str(oid), "url": "u", "format": "auto", "mapping": None}
 
 
 # --- the SSE hub -----------------------------------------------------------------------------------

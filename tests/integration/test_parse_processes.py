@@ -17,7 +17,7 @@ from agents import parsing
 from agents.parsing import LanedParse, ParseFailed, ParseJob, ParserPool, PoolClosed
 from deploy import chaos_corpus
 from models.feed import FeedError, ItemFailure, JobPosting, parse_feed
-from models.feedstream import LANE_ITEMS, Row, posting_row
+from models.feedstream import LANE_ITEMS, Row, items_cap_reason, posting_row
 from models.postings import posting_json
 
 REPO = Path(__file__).resolve().parents[2]
@@ -70,6 +70,29 @@ async def test_a_feed_parsed_in_a_process_is_exactly_parse_feed(pool: ParserPool
     finally:
         await pool.close()
     assert not any(running(pid) for pid in first)
+
+
+def job_feed(n: int) -> bytes:
+    job = ("<job><title><![CDATA[Engineer {i}]]></title><referencenumber>r-{i}</referencenumber><company>ACME</company>"
+           "<city>Lyon</city><country>FR</country><date>Mon, 06 Jan 2025 10:00:00 +0000</date></job>")
+    return ("<source><publisher>P</publisher>" + "".join(job.format(i=i) for i in range(n)) + "</source>").encode()
+
+
+@pytest.mark.parametrize("lanes", [1, 2])
+async def test_a_job_xml_feed_takes_the_same_process_path_with_its_format_and_mapping(
+        monkeypatch: pytest.MonkeyPatch, lanes: int) -> None:
+    payload = job_feed(1_200)
+    mapping = {"item": "job", "fields": {"externalId": "referencenumber", "title": "title", "location": ["city", "country"]}}
+    monkeypatch.setattr(parsing, "SPLIT_BYTES", len(payload) if lanes == 2 else len(payload) + 1)
+    pool = ParserPool(processes=2, timeout_seconds=30.0, max_items=1_000)
+    try:
+        rows, summary, handed_out = await collect(pool, payload, feed_format="xml", mapping=mapping)
+    finally:
+        await pool.close()
+    expected = parse_feed(payload, SRC, "Example", feed_format="xml", mapping=mapping).items[:1_000]
+    assert rows == [posting_row(seq, posting_json(item), 0) for seq, item in enumerate(expected) if isinstance(item, JobPosting)]
+    assert summary is not None and (summary.kind, summary.stopped) == ("xml", items_cap_reason(1_000))
+    assert handed_out == 1_000
 
 
 async def test_a_feed_error_is_clean_and_keeps_the_child(pool: ParserPool) -> None:

@@ -17,8 +17,7 @@ from xml.parsers import expat
 import pytest
 import xmltodict  # type: ignore[import-untyped,unused-ignore]
 
-from models import feed
-from models.feed import FeedError, parse_feed
+from models.feed import FeedError, fields, parse_feed, reader
 
 FEEDS = Path(__file__).resolve().parents[3] / "shared" / "feeds"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -46,7 +45,7 @@ def by_reader(payload: bytes, item_depth: int) -> list[Record]:
         return True
 
     parser = expat.ParserCreate()
-    feed._ItemReader(item_depth, keep).attach(parser)
+    reader._ItemReader(item_depth, keep).attach(parser)
     parser.Parse(payload, True)
     return records
 
@@ -69,7 +68,7 @@ def assert_same(payload: bytes) -> int:
         for _, _, value in expected:
             for element in markup_values(value):
                 children = {k: v for k, v in element.items() if k[0] not in "@#"}
-                assert feed._unparse(children) == xmltodict.unparse(children, full_document=False)
+                assert fields._unparse(children) == xmltodict.unparse(children, full_document=False)
         compared += len(expected)
     return compared
 

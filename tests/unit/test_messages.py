@@ -54,6 +54,10 @@ def test_what_jobstream_sends_decodes_to_the_same_values() -> None:
     assert decode_command(orjson.dumps(replay), MAX_ITEMS) == replay
     replayed = postings_envelope("r1", AT, [orjson.dumps(posting(0))], "2025-01-01T00:00:00Z")
     assert decode_parsed(replayed, MAX_ITEMS)["sourceAt"] == "2025-01-01T00:00:00Z"  # type: ignore[typeddict-item]
+    mapped = run_request("https://x/feed", "x", "manual", NOW, feed_format="xml",
+                         mapping={"item": "jobs/job", "fields": {"title": "t", "url": ["a/@href", "b"]}})
+    assert decode_command(orjson.dumps(mapped), MAX_ITEMS) == mapped
+    assert "format" not in command  # an auto feed's command is as before
 
     items = [posting(0), posting(1)]
     envelope = postings_envelope("r1", AT, [orjson.dumps(item) for item in items])
@@ -97,6 +101,10 @@ BAD: list[tuple[str, Any, str]] = [
     ("command", {**run_request("https://x/f", "x", "manual", NOW), "repairSeqs": [MAX_ITEMS + 1]}, "repairSeqs"),
     ("command", {**run_request("https://x/f", "x", "manual", NOW), "trigger": "replay"}, "replayOf"),
     ("command", {**run_request("https://x/f", "x", "manual", NOW), "replayOf": "r0"}, "replayOf"),
+    ("command", {**run_request("https://x/f", "x", "manual", NOW), "format": "json"}, "format"),
+    ("command", {**run_request("https://x/f", "x", "manual", NOW), "format": "xml", "mapping": {"item": 3}}, "mapping.item"),
+    ("command", {**run_request("https://x/f", "x", "manual", NOW), "format": "xml", "mapping": {"fields": {"t": [""]}}},
+     "mapping.fields"),
     ("parsed", [1, 2], "Expected `object`"),
     ("parsed", {"type": "postings", "runId": "r1", "fetchedAt": AT, "items": [{**posting(0), "seq": 10**11}]}, "seq"),
     ("parsed", {"type": "postings", "runId": "r1", "fetchedAt": AT, "items": [{**posting(0), "seq": MAX_ITEMS}]}, "seq"),

@@ -46,7 +46,7 @@ export class FeedsView {
     this.body.replaceChildren(...this.feeds.map((feed) => {
       const run = feed.lastRun;
       return h("tr", { dataset: { feedId: feed.id, enabled: String(feed.enabled) } },
-        h("td", { class: "source-name" }, feed.name),
+        h("td", { class: "source-name" }, feed.name, feed.format && feed.format !== "auto" ? h("span", { class: "muted small", title: feed.mapping ? JSON.stringify(feed.mapping) : null }, ` ${feed.format}`) : null),
         h("td", {}, h("a", { href: feed.url, target: "_blank", rel: "noopener noreferrer", class: "source-url", title: feed.url }, feed.url)),
         h("td", {}, run ? h("span", {}, badge(run.status), " ", h("span", { class: "muted small" }, fmtRelative(run.startedAt || run.requestedAt))) : h("span", { class: "muted" }, "never")),
         h("td", {}, h("button", { type: "button", class: "switch", role: "switch", "aria-checked": String(feed.enabled), "aria-label": feed.enabled ? "Disable feed" : "Enable feed", title: feed.enabled ? "Disable" : "Enable", dataset: { action: "toggle" } })),
@@ -56,13 +56,32 @@ export class FeedsView {
     }));
   }
 
+  // The form's url, format and mapping (the body of an add and of a preview); null when the mapping is not JSON.
+  formBody() {
+    const body = { url: document.getElementById("feed-url").value.trim() };
+    const format = document.getElementById("feed-format").value;
+    const mappingText = document.getElementById("feed-mapping").value.trim();
+    if (format !== "auto") body.format = format;
+    if (mappingText) {
+      try {
+        body.mapping = JSON.parse(mappingText);
+      } catch (err) {
+        this.toast(`Mapping is not valid JSON: ${err.message}`, "error");
+        return null;
+      }
+    }
+    return body;
+  }
+
   async add() {
-    const url = document.getElementById("feed-url").value.trim();
+    const body = this.formBody();
+    if (!body) return;
     const name = document.getElementById("feed-name").value.trim();
+    if (name) body.name = name;
     const button = document.getElementById("feed-add");
     button.disabled = true;
     try {
-      const feed = await api("/api/feeds", { method: "POST", body: name ? { url, name } : { url } });
+      const feed = await api("/api/feeds", { method: "POST", body });
       this.form.reset();
       document.getElementById("feed-preview-box").hidden = true;
       this.toast(`Added ${feed.name}`);
@@ -76,7 +95,9 @@ export class FeedsView {
 
   // How the feed reads before it is saved: the first postings, the failed items; the API writes nothing.
   async preview() {
-    const url = document.getElementById("feed-url").value.trim();
+    const body = this.formBody();
+    if (!body) return;
+    const url = body.url;
     const box = document.getElementById("feed-preview-box");
     const button = document.getElementById("feed-preview");
     if (!url) {
@@ -89,7 +110,7 @@ export class FeedsView {
     document.getElementById("feed-preview-body").replaceChildren();
     document.getElementById("feed-preview-failures").replaceChildren();
     try {
-      const data = await api("/api/feeds/preview", { method: "POST", body: { url } });
+      const data = await api("/api/feeds/preview", { method: "POST", body });
       document.getElementById("feed-preview-title").textContent = `Preview: ${data.title || url}`;
       document.getElementById("feed-preview-summary").textContent =
         `${data.format} · ${data.totalFetched} items · ${data.failedCount ?? data.failures.length} failed · first ${data.items.length} shown`;
