@@ -214,6 +214,36 @@ async def test_a_preview_shows_the_first_postings_and_writes_nothing(
     code, output = await cli(pipeline_env, "preview", page)
     assert code == 1 and "not readable as a feed" in output, output
     code, output = await cli(pipeline_env, "preview", url, "--format", "csv")
-    assert code == 2 and "format must be one of" in output, output
+    assert code == 2 and "must be one of" in output and "'csv'" in output, output
 
     assert await store_and_topics(pipeline_env) == before, "a preview writes nothing: no document, no message"
+
+
+async def test_a_replay_after_a_mapping_change_updates_what_it_changes_and_a_second_replay_nothing(
+    start_worker: Callable[..., Process], pipeline_env: dict[str, str], feed_server: FeedServer, unique: str, api: ApiHarness
+) -> None:
+    """Issue 24's replay: fix a mapping, replay the stored payload with it (no fetch), exact counts both times."""
+    from tests.e2e.test_job_xml_feeds import CUSTOM, CUSTOM_MAPPING  # noqa: PLC0415 - the custom feed of the format tests
+
+    start_worker()
+    name = f"{unique}-mapped.xml"
+    url = feed_server.put(name, CUSTOM.encode(), conditional=False)
+    feed = await api.json("POST", "/api/feeds", 201, json={"url": url, "name": "ATS", "format": "xml",
+                                                           "mapping": CUSTOM_MAPPING})
+    [requested] = (await api.json("POST", "/api/import/run", 202, json={"feeds": [url]}))["runs"]  # with the feed's mapping
+    first = await finished_run(pipeline_env, requested["runId"])
+    assert counts(first) == (2, 2, 0, 0, 0), first
+    hits = feed_server.hits.count(name)
+
+    fixed = dict(CUSTOM_MAPPING, fields={**CUSTOM_MAPPING["fields"], "location": "hr:place/city"})
+    await api.json("PATCH", f"/api/feeds/{feed['id']}", 200, json={"format": "xml", "mapping": fixed})
+    [run] = (await replay(api, {"runId": first["runId"]}))["runs"]
+    remapped = await finished_run(pipeline_env, run["runId"])
+    assert counts(remapped) == (2, 0, 2, 0, 0), remapped  # both postings' location changed: updated, exact
+    jobs = {d["externalId"]: d for d in mongo_db(pipeline_env).jobs.find({"sourceUrl": url})}
+    assert (jobs["ATS-1"]["location"], jobs["ATS-1"]["version"]) == ("Berlin", 2)
+
+    [again] = (await replay(api, {"feed": url}))["runs"]
+    assert again["replayOf"] == first["runId"], "the feed's latest stored payload is still the first run's"
+    assert counts(await finished_run(pipeline_env, again["runId"])) == (2, 0, 0, 2, 0)
+    assert feed_server.hits.count(name) == hits, "replays fetch nothing"
