@@ -17,15 +17,13 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from faust.types import EventT, TopicT
-from prometheus_client import Counter
 
+from agents.metrics import MESSAGES_REFUSED
 from models.messages import BadMessage, dlq_record
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-REFUSED = Counter("jobstream_messages_refused_total", "Messages an agent could not decode, sent to jobs.dlq", ["topic"])
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +63,6 @@ class Inbox(Generic[T]):
         message = event.message
         logger.warning("message refused, sent to jobs.dlq topic=%s partition=%s offset=%s bytes=%d reason=%s",
                        message.topic, message.partition, message.offset, len(event.value or b""), reason[:300])
-        REFUSED.labels(topic=message.topic).inc()
+        MESSAGES_REFUSED.labels(topic=message.topic).inc()
         record = dlq_record(reason, message.topic, message.partition, message.offset, event.value)
         return await self.dlq.send(key=message.key, value=record)

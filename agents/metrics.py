@@ -54,6 +54,8 @@ SEARCH_WRITE_FAILURES = Counter("jobstream_search_write_failures_total",
                                 "job_search documents not written (the posting itself was stored)")
 WRITE_RETRIES = Counter("jobstream_sink_write_retries_total", "Sink batches retried because MongoDB was unreachable")
 CONSUMER_LAG = Gauge("jobstream_consumer_lag", "Messages behind the end of the partition", ["topic", "partition"])
+MESSAGES_REFUSED = Counter("jobstream_messages_refused_total", "Messages an agent could not decode, sent to jobs.dlq (agents/inbox.py)",
+                           ["topic"])
 REPAIRS = Counter("jobstream_run_repairs_total", "Runs whose unaccounted items were republished after a silence")
 LOOP_LAG_SECONDS = Histogram("jobstream_event_loop_lag_seconds", "How late the worker's event loop woke a 100 ms timer",
                              buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))

@@ -50,6 +50,8 @@ async def make_api(shared_env: dict[str, str]) -> AsyncIterator[MakeApi]:
         await harness.close()
         if harness.env["MONGO_DB"] != shared_env["MONGO_DB"] and harness.env["MONGO_URL"] == shared_env["MONGO_URL"]:
             drop_database(harness.env)
+        if harness.env["TOPIC_PREFIX"] != shared_env["TOPIC_PREFIX"]:
+            await delete_topics(harness.env)
 
 
 def drop_database(env: dict[str, str]) -> None:

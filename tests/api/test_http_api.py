@@ -41,14 +41,22 @@ def new_url(name: str = "feed") -> str:
 # --- health ----------------------------------------------------------------------------------------
 
 
-async def test_health_is_ok_when_kafka_and_mongo_answer(api: ApiHarness) -> None:
+async def own_topics(make_api: MakeApi) -> ApiHarness:
+    """An API on topics and a consumer group of its own: the shared topics hold run requests of other tests."""
+    unique = uuid.uuid4().hex[:10]
+    return await make_api(TOPIC_PREFIX=f"h{unique}.", APP_ID=f"h{unique}")
+
+
+async def test_health_is_ok_when_kafka_and_mongo_answer(make_api: MakeApi) -> None:
     # No worker runs in this test, and no run was requested: the pipeline is idle, not broken.
+    api = await own_topics(make_api)
     idle = f"idle: no worker in consumer group {api.settings.app_id!r}"
     assert await api.json("GET", "/health", 200) == {"status": "ok", "kafka": "ok", "mongo": "ok", "workers": idle}
 
 
-async def test_health_is_503_naming_the_workers_when_runs_wait_and_none_consumes(api: ApiHarness) -> None:
+async def test_health_is_503_naming_the_workers_when_runs_wait_and_none_consumes(make_api: MakeApi) -> None:
     """A fresh clone whose workers died at start answered 202 to every run request and 200 on /health."""
+    api = await own_topics(make_api)
     url = new_url()
     await api.json("POST", "/api/feeds", 201, json={"url": url})
     await api.json("POST", "/api/import/run", 202, json={"feeds": [url]})

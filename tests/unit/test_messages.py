@@ -9,7 +9,8 @@ from typing import Any, cast
 import orjson
 import pytest
 
-from agents.inbox import REFUSED, Inbox
+from agents.inbox import Inbox
+from agents.metrics import MESSAGES_REFUSED as REFUSED
 from models.dedupe import rejected_event
 from models.envelopes import postings_envelope
 from models.feed import JobPosting
