@@ -63,6 +63,13 @@ LOOP_LAG_MAX_SECONDS = Gauge("jobstream_event_loop_lag_max_seconds",
                              "Largest event-loop lag of the last LOOP_LAG_REPORT_SECONDS window")
 PARSE_PEAK_RSS_BYTES = Gauge("jobstream_parse_peak_rss_bytes",
                              "Largest peak RSS of this worker's parse processes so far (each is limited to PARSE_MAX_MEMORY_MB)")
+TOPICS_UNDER_REPLICATED = Gauge("jobstream_kafka_topics_under_replicated",
+                                "Pipeline topics with fewer replicas or a lower min.insync.replicas than "
+                                "KAFKA_REPLICATION_FACTOR / KAFKA_MIN_INSYNC_REPLICAS (checked at start)")
+TOPIC_UNDER_REPLICATED = Gauge("jobstream_kafka_topic_under_replicated",
+                               "1 for a pipeline topic below the replication settings, 0 for one that meets them", ["topic"])
+REPLICATION_FACTOR = Gauge("jobstream_kafka_replication_factor", "The replication factor new topics get (resolved at start)")
+MIN_INSYNC_REPLICAS = Gauge("jobstream_kafka_min_insync_replicas", "The min.insync.replicas new topics get (resolved at start)")
 LOOP_LAG_TICK_SECONDS = 0.1
 
 

@@ -58,6 +58,7 @@ from api.metrics import ApiMetrics
 from api.preview import preview_pool
 from api.queries import ApiError
 from models.registry import RegistryError, parse_feeds_file
+from streams.replication import Shortfall, publish
 from streams.settings import Settings, SettingsError
 from streams.store import Store, until_reachable
 
@@ -164,7 +165,12 @@ async def _seed_feeds(settings: Settings, store: Store) -> None:
 
 
 async def kafka_ctx(app: web.Application) -> AsyncIterator[None]:
-    link = KafkaLink(app[SETTINGS])
+    metrics = app[METRICS]
+
+    def gauges(topics: list[str], found: list[Shortfall]) -> None:
+        publish(topics, found, metrics.topics_under_replicated, metrics.topic_under_replicated)
+
+    link = KafkaLink(app[SETTINGS], on_audit=gauges)
     app[KAFKA] = link
     connect = asyncio.create_task(link.connect())
     yield

@@ -12,21 +12,29 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from api.events import LogHub, snapshot_from
 from api.queries import ApiError
+from streams import replication
 from streams.commands import Send, aiokafka_sender, producer_for
+from streams.replication import Shortfall
 from streams.retry import Backoff, Retry, retry
 from streams.settings import Settings
-from streams.topics import ensure_topics
+from streams.topics import ensure_topics, wanted_topics
 
 logger = logging.getLogger(__name__)
 
 KAFKA_BACKOFF = Backoff(base=0.5, cap=30.0)  # no limit: the API serves reads meanwhile
+REPLICATION_AUDIT_SECONDS = 60.0  # /health checks the topics' replication at most this often
 
 
 class KafkaLink:
     """A producer that is (re)started in the background, so the API serves reads while Kafka is away."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings,
+                 on_audit: Callable[[list[str], list[Shortfall]], None] | None = None) -> None:
+        """``on_audit(topics, shortfalls)`` is told each replication audit's result (the API's gauges)."""
         self.settings = settings
+        self.on_audit = on_audit
+        self.under_replicated: list[Shortfall] = []
+        self._audited_at: float | None = None
         self.producer: AIOKafkaProducer | None = None
         self.started = asyncio.Event()
         self.last_error = "not connected yet"
@@ -81,7 +89,42 @@ class KafkaLink:
         except Exception as exc:  # reported to the caller as a failed metadata request, not raised
             logger.warning("health: Kafka metadata request failed error=%s: %s", type(exc).__name__, exc)
             return "error: metadata request failed"
-        return "ok" if metadata.brokers() else "error: no brokers in metadata"
+        if not metadata.brokers():
+            return "error: no brokers in metadata"
+        found = await self.replication_audit(timeout)
+        return replication.health_text(found) if found else "ok"
+
+    async def replication_audit(self, timeout: float) -> list[Shortfall]:
+        """The pipeline's topics that fall short of the replication settings (SPEC §4), from an audit at most
+        ``REPLICATION_AUDIT_SECONDS`` old; the last answer while the cluster does not answer one.
+
+        A new shortfall is logged as a warning naming the topic; ``on_audit`` gets every result.
+        """
+        loop = asyncio.get_running_loop()
+        if self._audited_at is not None and loop.time() - self._audited_at < REPLICATION_AUDIT_SECONDS:
+            return self.under_replicated
+        try:
+            admin = await self._admin_client()
+            topics = sorted(wanted_topics(self.settings))
+            wanted = replication.resolve(self.settings, await asyncio.wait_for(replication.broker_count(admin), timeout))
+            found = await asyncio.wait_for(replication.audit(admin, topics, wanted), timeout)
+        except Exception as exc:  # the metadata part of /health covers a broker away; keep the last answer
+            logger.warning("health: replication audit failed error=%s: %s", type(exc).__name__, exc)
+            return self.under_replicated
+        self._audited_at = loop.time()
+        if {s.topic for s in found} - {s.topic for s in self.under_replicated}:
+            replication.report(found, wanted)
+        self.under_replicated = found
+        if self.on_audit is not None:
+            self.on_audit(topics, found)
+        return found
+
+    async def _admin_client(self) -> AIOKafkaAdminClient:
+        if self._admin is None:
+            admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap_servers, request_timeout_ms=5000)
+            await admin.start()
+            self._admin = admin
+        return self._admin
 
     async def workers_check(self, timeout: float) -> tuple[str, bool]:
         """Whether the workers consume: ``(text, healthy)`` for /health's ``workers`` part.
@@ -110,17 +153,14 @@ class KafkaLink:
 
     async def _group_and_backlog(self) -> tuple[int, int]:
         """Members of the workers' group, and commands produced but not committed by it."""
-        if self._admin is None:
-            admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap_servers, request_timeout_ms=5000)
-            await admin.start()
-            self._admin = admin
+        admin = await self._admin_client()
         if self._offsets is None:
             consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap_servers, group_id=None,
                                         enable_auto_commit=False)
             await consumer.start()
             self._offsets = consumer
         group = self.settings.app_id
-        (described,) = await self._admin.describe_consumer_groups([group])
+        (described,) = await admin.describe_consumer_groups([group])
         members = sum(len(entry[5]) for entry in described.groups if entry[1] == group)
         if members:
             return members, 0
@@ -131,7 +171,7 @@ class KafkaLink:
             return 0, 0
         ends = await self._offsets.end_offsets(partitions)
         starts = await self._offsets.beginning_offsets(partitions)
-        committed = await self._admin.list_consumer_group_offsets(group, partitions=partitions)
+        committed = await admin.list_consumer_group_offsets(group, partitions=partitions)
         waiting = 0
         for tp in partitions:
             done = committed[tp].offset if tp in committed and committed[tp].offset >= 0 else starts[tp]

@@ -32,5 +32,12 @@ class ApiMetrics:
                                    registry=self.registry)
         self.runs_requested = Counter("jobstream_api_runs_requested_total", "Import runs requested over the API",
                                       registry=self.registry)
+        self.topics_under_replicated = Gauge(
+            "jobstream_kafka_topics_under_replicated",
+            "Pipeline topics with fewer replicas or a lower min.insync.replicas than KAFKA_REPLICATION_FACTOR / "
+            "KAFKA_MIN_INSYNC_REPLICAS (checked at start and by /health, at most once a minute)", registry=self.registry)
+        self.topic_under_replicated = Gauge(
+            "jobstream_kafka_topic_under_replicated", "1 for a pipeline topic below the replication settings, 0 for one "
+            "that meets them", ["topic"], registry=self.registry)
         # content negotiation (Prometheus text or OpenMetrics) and gzip, as prometheus-client implements them
         self.handler = make_aiohttp_handler(self.registry)

@@ -129,8 +129,11 @@ SCHEMAS: dict[str, Schema] = {
         "type": "object",
         "required": ["status", "kafka", "mongo"],
         "properties": {
-            "status": {"enum": ["ok", "error"]},
-            "kafka": {"type": "string", "description": "`ok` or `error: <why>`"},
+            "status": {"enum": ["ok", "degraded", "error"]},
+            "kafka": {"type": "string", "description": (
+                "`ok`, `error: <why>`, or `degraded: N topic(s) under-replicated: <topic> (<what>), ...` (a pipeline "
+                "topic with fewer replicas or a lower min.insync.replicas than KAFKA_REPLICATION_FACTOR / "
+                "KAFKA_MIN_INSYNC_REPLICAS; status `degraded`, still 200)")},
             "mongo": {"type": "string", "description": "`ok` or `error: <why>`"},
             "workers": {"type": "string", "description": (
                 "`ok` (the workers' consumer group has members), `idle: ...` (none, and no run request waits), "

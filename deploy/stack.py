@@ -6,6 +6,12 @@ second ``make test`` reuses them. Each process we start has a PID file; ``down``
 those PIDs. When ``KAFKA_BOOTSTRAP_SERVERS`` / ``MONGO_URL`` are set, nothing of that kind is
 started: the user's services are used instead.
 
+``BROKERS=3`` (SPEC §7) starts a KRaft cluster of three combined broker+controller nodes instead
+of the single node: node *i* (1..N) listens on ``JOBSTREAM_KAFKA_PORT + 2(i-1)`` (clients) and
+``JOBSTREAM_KAFKA_CONTROLLER_PORT + 2(i-1)`` (its controller), keeps its data in ``.state/kafka-i/``,
+its log in ``.state/logs/kafka-i.log`` and its PID in ``.state/kafka-i.pid``; the three controllers
+form the quorum. ``BROKERS=1`` (the default) is the single node, ``kafka``, as before.
+
 Usage: python deploy/stack.py up [--app] | down | status | env
 """
 
@@ -41,6 +47,8 @@ MONGO_PORT = int(os.environ.get("JOBSTREAM_MONGO_PORT", "27017"))
 API_PORT = int(os.environ.get("API_PORT", "8080"))
 WORKER_METRICS_PORT = int(os.environ.get("WORKER_METRICS_PORT", "9464"))
 LOCAL_KAFKA = f"127.0.0.1:{KAFKA_PORT}"
+MAX_BROKERS = 9
+CLUSTER_HEAP = "512m"  # a node of the local cluster: three of them share the machine with the pipeline
 LOCAL_MONGO = f"mongodb://127.0.0.1:{MONGO_PORT}"
 
 
@@ -105,17 +113,26 @@ def kafka_libs() -> Path:
 
 
 def kafka_config(port: int = KAFKA_PORT, controller_port: int = KAFKA_CONTROLLER_PORT,
-                 state_dir: Path = STATE / "kafka") -> Path:
-    """Write the single-node KRaft configuration and format the storage once (``deploy/chaos.py`` runs its own)."""
+                 state_dir: Path = STATE / "kafka", *, node_id: int = 1, voters: str | None = None,
+                 cluster_size: int = 1, cluster_id: str | None = None) -> Path:
+    """Write a node's KRaft configuration and format its storage once (``deploy/chaos.py`` runs its own).
+
+    The single node by default; a node of a cluster of ``cluster_size`` combined broker+controller
+    nodes with ``node_id`` and the quorum's ``voters`` (``id@host:port,...``), formatted with the
+    cluster's shared ``cluster_id``. A cluster's internal topics (consumer offsets, transactions)
+    and topics created by auto-creation get min(3, nodes) replicas and a min ISR of one less.
+    """
     data = state_dir / "data"
     config = state_dir / "server.properties"
     data.mkdir(parents=True, exist_ok=True)
+    replicas = min(3, cluster_size)
+    min_isr = max(1, replicas - 1)
     config.write_text(
         "\n".join(
             [
                 "process.roles=broker,controller",
-                "node.id=1",
-                f"controller.quorum.voters=1@127.0.0.1:{controller_port}",
+                f"node.id={node_id}",
+                f"controller.quorum.voters={voters or f'{node_id}@127.0.0.1:{controller_port}'}",
                 f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
                 f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
                 "controller.listener.names=CONTROLLER",
@@ -124,12 +141,13 @@ def kafka_config(port: int = KAFKA_PORT, controller_port: int = KAFKA_CONTROLLER
                 f"log.dirs={data}",
                 "num.partitions=8",
                 "auto.create.topics.enable=true",
-                "offsets.topic.replication.factor=1",
+                f"offsets.topic.replication.factor={replicas}",
                 "offsets.topic.num.partitions=8",
-                "transaction.state.log.replication.factor=1",
-                "transaction.state.log.min.isr=1",
-                "share.coordinator.state.topic.replication.factor=1",
-                "share.coordinator.state.topic.min.isr=1",
+                f"transaction.state.log.replication.factor={replicas}",
+                f"transaction.state.log.min.isr={min_isr}",
+                f"share.coordinator.state.topic.replication.factor={replicas}",
+                f"share.coordinator.state.topic.min.isr={min_isr}",
+                *([f"default.replication.factor={replicas}", f"min.insync.replicas={min_isr}"] if cluster_size > 1 else []),
                 "group.initial.rebalance.delay.ms=0",
                 "log.retention.hours=168",
                 "log.segment.bytes=134217728",
@@ -159,17 +177,22 @@ def kafka_config(port: int = KAFKA_PORT, controller_port: int = KAFKA_CONTROLLER
     )
     if not (data / "meta.properties").exists():
         # "--cluster-id=ID" in one argument: a random ID may begin with "-", which the tool would read as an option.
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = cluster_id or new_cluster_id()
         run([*java_command(state_dir), "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(config)])
         log(f"formatted KRaft storage in {data}")
     return config
 
 
-def java_command(state_dir: Path = STATE / "kafka") -> list[str]:
+def new_cluster_id() -> str:
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+def java_command(state_dir: Path = STATE / "kafka", heap: str = "768m") -> list[str]:
     libs = kafka_libs()
     log4j = state_dir / "log4j2.properties"
+    initial = "128m" if heap == CLUSTER_HEAP else "256m"
     return [
-        "java", "-Xms256m", "-Xmx768m", "-XX:+UseG1GC", "-Djava.awt.headless=true",
+        "java", f"-Xms{initial}", f"-Xmx{heap}", "-XX:+UseG1GC", "-Djava.awt.headless=true",
         f"-Dlog4j2.configurationFile={log4j}", "-cp", f"{libs}/*",
     ]
 
@@ -179,18 +202,79 @@ def kafka_command() -> list[str]:
     return [*java_command(), "kafka.Kafka", str(config)]
 
 
-def kafka_ready() -> bool:
-    """A metadata request answered by the broker, not only an open port."""
+def kafka_ready(address: str = LOCAL_KAFKA, brokers: int = 1) -> bool:
+    """A metadata request answered by the broker at ``address``, listing at least ``brokers`` brokers (a
+    cluster node is ready once every node has registered: RF 3 is resolved from that count)."""
     return probe("import asyncio, aiokafka\n"
                  "async def main():\n"
-                 f"    c = aiokafka.AIOKafkaClient(bootstrap_servers='{LOCAL_KAFKA}', request_timeout_ms=3000)\n"
+                 f"    c = aiokafka.AIOKafkaClient(bootstrap_servers='{address}', request_timeout_ms=3000)\n"
                  "    try:\n"
                  "        await c.bootstrap()\n"
                  "        md = await c.fetch_all_metadata()\n"
-                 "        assert md.brokers()\n"
+                 f"        assert len(md.brokers()) >= {brokers}\n"
                  "    finally:\n"
                  "        await c.close()\n"
                  "asyncio.run(main())\n")
+
+
+def broker_count() -> int:
+    """``BROKERS`` (SPEC §6): Kafka nodes the local stack starts; default 1."""
+    raw = os.environ.get("BROKERS", "").strip()
+    if not raw:
+        return 1
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_BROKERS:
+        raise StackError(f"BROKERS must be a whole number from 1 to {MAX_BROKERS}, got {raw!r}")
+    return int(raw)
+
+
+def node_port(index: int) -> int:
+    """Client port of cluster node ``index`` (1-based)."""
+    return KAFKA_PORT + 2 * (index - 1)
+
+
+def node_controller_port(index: int) -> int:
+    return KAFKA_CONTROLLER_PORT + 2 * (index - 1)
+
+
+def cluster_id_file() -> Path:
+    return STATE / "kafka-cluster.id"
+
+
+def cluster_node_command(index: int, count: int) -> list[str]:
+    """Node ``index`` of a ``count``-node cluster: its configuration written (storage formatted once), then its command."""
+    state_dir = STATE / f"kafka-{index}"
+    id_file = cluster_id_file()
+    if not id_file.exists():
+        STATE.mkdir(parents=True, exist_ok=True)
+        id_file.write_text(new_cluster_id())
+    voters = ",".join(f"{i}@127.0.0.1:{node_controller_port(i)}" for i in range(1, count + 1))
+    config = kafka_config(node_port(index), node_controller_port(index), state_dir, node_id=index, voters=voters,
+                          cluster_size=count, cluster_id=id_file.read_text().strip())
+    return [*java_command(state_dir, CLUSTER_HEAP), "kafka.Kafka", str(config)]
+
+
+def kafka_node(index: int, count: int) -> Service:
+    """Node ``index`` (1-based) of the local ``count``-node cluster."""
+    address = f"127.0.0.1:{node_port(index)}"
+    return Service(f"kafka-{index}", node_port(index), lambda: cluster_node_command(index, count),
+                   lambda: kafka_ready(address, count), timeout=180)
+
+
+def kafka_services(count: int | None = None) -> list[Service]:
+    """The Kafka processes of the stack: the single node, or the nodes of a ``BROKERS`` cluster."""
+    count = broker_count() if count is None else count
+    return [KAFKA] if count == 1 else [kafka_node(i, count) for i in range(1, count + 1)]
+
+
+def started_kafka() -> list[Service]:
+    """Every Kafka process of this stack with a PID file, whatever BROKERS was when it was started."""
+    nodes = [kafka_node(i, MAX_BROKERS) for i in range(1, MAX_BROKERS + 1)]
+    return [service for service in [KAFKA, *nodes] if service.pid_file.exists()]
+
+
+def local_kafka() -> str:
+    """The bootstrap servers of the local Kafka: every node's address."""
+    return ",".join(f"127.0.0.1:{service.port}" for service in kafka_services())
 
 
 # --- FerretDB ----------------------------------------------------------------------------------
@@ -274,7 +358,7 @@ def mongo_ready() -> bool:
 
 def app_env() -> dict[str, str]:
     env = dict(os.environ)
-    env.setdefault("KAFKA_BOOTSTRAP_SERVERS", LOCAL_KAFKA)
+    env.setdefault("KAFKA_BOOTSTRAP_SERVERS", local_kafka())
     env.setdefault("MONGO_URL", LOCAL_MONGO)
     return env
 
@@ -389,6 +473,35 @@ def start(service: Service) -> bool:
                      f"last lines of {service.log_file}:\n{log_tail(service)}")
 
 
+def start_together(services: list[Service], started: list[str]) -> None:
+    """Start the services that are not running at once and wait until every one is ready (a cluster's
+    nodes: none is ready before a quorum of them runs). Appends each one it starts to ``started``."""
+    procs = {}
+    for service in services:
+        proc = spawn(service)
+        if proc is not None:
+            started.append(service.name)
+            procs[service.name] = (service, proc)
+    waiting = dict(procs)
+    deadline = time.monotonic() + max((service.timeout for service in services), default=0)
+    while waiting and time.monotonic() < deadline:
+        for name, (service, proc) in list(waiting.items()):
+            if proc.poll() is not None:
+                for other, _ in procs.values():
+                    stop(other)
+                raise exited(service, proc)
+            if service.ready():
+                log(f"{service.name} ready on 127.0.0.1:{service.port} (pid {proc.pid}, log {service.log_file})")
+                del waiting[name]
+        time.sleep(0.5)
+    if waiting:
+        for service, _ in procs.values():
+            stop(service)
+        names = ", ".join(waiting)
+        raise StackError(f"{names} did not become ready in time; last lines of their logs:\n" +
+                         "\n".join(f"  {service.name}:\n{log_tail(service)}" for service, _ in waiting.values()))
+
+
 def worker_readiness(port: int) -> dict[str, object] | None:
     """A worker's ``/ready`` answer (``ready``, ``reason``, ``generation``, ``partitions``), None if it does not answer."""
     try:
@@ -463,6 +576,26 @@ def stop(service: Service) -> None:
     log(f"{service.name} stopped (pid {pid})")
 
 
+def stop_together(services: list[Service], grace: float = 30.0) -> None:
+    """SIGTERM every service at once, then wait (SIGKILL after ``grace``): a cluster's nodes stopped one by
+    one would leave the last ones waiting on a controller quorum that is gone."""
+    pids = {service.name: (service, pid) for service in services if (pid := running_pid(service)) is not None}
+    for service in services:
+        if service.name not in pids:
+            service.pid_file.unlink(missing_ok=True)
+    for _service, pid in pids.values():
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and any(running_pid(service) is not None for service, _ in pids.values()):
+        time.sleep(0.2)
+    for service, pid in pids.values():
+        if running_pid(service) is not None:
+            log(f"{service.name} (pid {pid}) ignored SIGTERM for {grace:.0f}s; sending SIGKILL")
+            os.killpg(pid, signal.SIGKILL)
+        service.pid_file.unlink(missing_ok=True)
+        log(f"{service.name} stopped (pid {pid})")
+
+
 KAFKA = Service("kafka", KAFKA_PORT, kafka_command, kafka_ready, timeout=120)
 FERRETDB = Service("ferretdb", MONGO_PORT, ferretdb_command, mongo_ready, timeout=60)
 def worker_count() -> int:
@@ -490,7 +623,7 @@ def infrastructure() -> list[Service]:
     """The services this stack starts itself: those the environment does not already provide."""
     services = []
     if not os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
-        services.append(KAFKA)
+        services.extend(kafka_services())
     else:
         log(f"using Kafka at KAFKA_BOOTSTRAP_SERVERS={os.environ['KAFKA_BOOTSTRAP_SERVERS']}")
     if not os.environ.get("MONGO_URL"):
@@ -516,9 +649,18 @@ def up(with_app: bool, record: Path | None) -> None:
     """
     started: list[str] = []
     try:
-        for service in infrastructure():
-            if start(service):
-                started.append(service.name)
+        services = infrastructure()
+        nodes = [service for service in services if service.name.startswith("kafka")]
+        other_mode = [service for service in started_kafka() if service.name not in {node.name for node in nodes}]
+        if nodes and any(running_pid(service) is not None for service in other_mode):
+            raise StackError(f"a Kafka of this stack with another BROKERS is running ({', '.join(s.name for s in other_mode)}): "
+                             "stop it first (`make stop`)")
+        if len(nodes) > 1:
+            start_together(nodes, started)
+        for service in services:
+            if service not in nodes or len(nodes) == 1:
+                if start(service):
+                    started.append(service.name)
         if with_app:
             workers = [worker(i) for i in range(worker_count())]
             try:
@@ -548,9 +690,13 @@ def up(with_app: bool, record: Path | None) -> None:
 def down(record: Path | None) -> None:
     """Stop our services; with ``record``, only those the matching ``up`` started."""
     only = set(record.read_text().split()) if record is not None and record.exists() else None
-    for service in (API, *started_workers(), KAFKA, FERRETDB):
+    for service in (API, *started_workers()):
         if only is None or service.name in only:
             stop(service)
+    kafka = {service.name: service for service in (KAFKA, *started_kafka())}
+    stop_together([service for service in kafka.values() if only is None or service.name in only])
+    if only is None or FERRETDB.name in only:
+        stop(FERRETDB)
     if record is not None:
         record.unlink(missing_ok=True)
 
@@ -561,7 +707,13 @@ def status() -> int:
     Exits 1 when a service this stack started has died, so scripts can tell.
     """
     dead = 0
-    for service in (KAFKA, FERRETDB, *started_workers(), API):
+    nodes = [service for service in started_kafka() if service is not KAFKA]
+    kafka = kafka_services()
+    if kafka == [KAFKA] and nodes and not KAFKA.pid_file.exists():
+        kafka = nodes  # a cluster started with BROKERS=3, asked about without it
+    else:
+        kafka += [node for node in nodes if node.name not in {service.name for service in kafka}]
+    for service in (*kafka, FERRETDB, *started_workers(), API):
         pid = running_pid(service)
         if pid is not None:
             state = f"running (pid {pid}) on 127.0.0.1:{service.port}"
@@ -577,6 +729,8 @@ def status() -> int:
         else:
             state = "not running"
         print(f"{service.name:9} {state}")
+    if len(kafka) > 1 and any(running_pid(service) for service in kafka):
+        print(f"{'':9} Kafka bootstrap: {','.join(f'127.0.0.1:{service.port}' for service in kafka)}")
     return 1 if dead else 0
 
 

@@ -29,6 +29,11 @@ def changelog_topic(settings: Settings, table: str) -> str:
     return f"{settings.app_id}-{table}-changelog"
 
 
+def leader_topic(settings: Settings) -> str:
+    """Faust's leader-election topic (``faust.assignor.leader_assignor``): created up front with the others."""
+    return f"{settings.app_id}-__assignor-__leader"
+
+
 @dataclass(frozen=True)
 class Topics:
     commands: TopicT
@@ -67,7 +72,13 @@ def create_app(settings: Settings) -> faust.App:
         store=settings.table_store,
         datadir=str(settings.data_dir),
         topic_partitions=settings.topic_partitions,
-        topic_replication_factor=1,
+        # Topics Faust declares itself (changelogs, the leader topic, repartition topics) get the
+        # replication resolved against the cluster (``streams.topics.ensure_topics`` creates those it
+        # knows up front, with min.insync.replicas as well); 1 when unresolved (tests without a cluster).
+        topic_replication_factor=settings.kafka_replication_factor or 1,
+        # acks=all: a message is acknowledged once every in-sync replica has it (at least
+        # min.insync.replicas); the producer is idempotent too (streams/faust_internals.py).
+        producer_acks=-1,
         topic_allow_declare=True,
         web_enabled=False,
         autodiscover=False,

@@ -46,6 +46,12 @@ committed offset later moved past them.
    16 commands requested as a worker joined never ran. Such partitions are now sought to their
    earliest offset, where the group starts anyway (``auto_offset_reset=earliest``). Changelogs are
    left alone (recovery positions them).
+
+**Settings** Faust does not expose:
+- ``_idempotent_settings`` (``faust.transport.drivers.aiokafka.Producer._settings_extra``): Faust's
+  producers are idempotent (``enable_idempotence``, with ``acks=all``), as the API's and the CLI's
+  are (``streams.commands.producer_for``): a retried send after a lost acknowledgement is not
+  written twice. faust-streaming 0.15 turns idempotence on only inside its transactions.
 """
 
 from __future__ import annotations
@@ -61,6 +67,7 @@ from typing import Any
 from aiokafka.errors import IllegalStateError
 from faust.streams import _current_event
 from faust.transport.consumer import Consumer
+from faust.transport.drivers.aiokafka import Producer as AIOKafkaFaustProducer
 from faust.types import EventT, StreamT
 from packaging.specifiers import SpecifierSet
 
@@ -285,6 +292,14 @@ class SkippedWatch:
         return sought
 
 
+IDEMPOTENT_PRODUCER = {"acks": "all", "enable_idempotence": True}
+
+
+def _idempotent_settings(self: AIOKafkaFaustProducer) -> dict[str, Any]:
+    """Every aiokafka producer Faust makes (``_new_producer`` merges these last): idempotent, acks=all."""
+    return dict(IDEMPOTENT_PRODUCER)
+
+
 def install() -> None:
     """Apply the corrections to every Faust consumer (idempotent; ``create_app`` calls it before the app's consumer exists).
 
@@ -297,3 +312,4 @@ def install() -> None:
     Consumer._new_offset = _new_offset  # type: ignore[method-assign]
     Consumer.__init__ = _init  # type: ignore[method-assign]
     Consumer.perform_seek = _perform_seek  # type: ignore[method-assign]
+    AIOKafkaFaustProducer._settings_extra = _idempotent_settings  # type: ignore[method-assign]

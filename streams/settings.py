@@ -19,6 +19,8 @@ TRUE_WORDS = ("1", "true", "yes", "on")
 FALSE_WORDS = ("0", "false", "no", "off")
 MIB = 1024 * 1024
 PARSE_MEMORY_HEADROOM_MB = 128
+AT_LEAST_ONE = ("kafka_replication_factor", "kafka_min_insync_replicas")  # 0 in the dataclass means "resolve at start"
+MAX_BROKERS = 9
 """What a parse process needs beside its feed (it holds the payload once): measured, 32 MiB before the
 first feed and about 35 MiB over the payload for a 144 MiB feed of ordinary postings; an item at the
 item reader's bounds (``models.feed.MAX_ITEM_NODES``, ``MAX_ITEM_TEXT_CHARS``) adds up to about 40 MB.
@@ -89,6 +91,20 @@ class Settings:
     kafka_max_message_bytes: int = 1_048_576
     # How often the worker logs the largest event-loop lag it measured (and sets its gauge).
     loop_lag_report_seconds: float = 30.0
+    # Replication (SPEC §4, §6). 0 = not set: resolved against the cluster at start (streams/replication.py):
+    # RF 3 on a cluster of 3 or more brokers, else the broker count; min ISR RF - 1, at least 1.
+    kafka_replication_factor: int = 0
+    kafka_min_insync_replicas: int = 0
+    # The write concern of every MongoDB write: ``majority`` or a number of members >= 1.
+    mongo_write_concern: str = "majority"
+    # Kafka nodes the local stack (deploy/stack.py) starts: 1, or 3 for a KRaft cluster on loopback.
+    brokers: int = 1
+
+    @property
+    def write_concern(self) -> str | int:
+        """MONGO_WRITE_CONCERN as pymongo's ``w``: ``majority`` or a number."""
+        value = self.mongo_write_concern.strip()
+        return int(value) if value.isdigit() else value
 
     @property
     def max_posting_bytes(self) -> int:
@@ -128,6 +144,9 @@ class Settings:
             default = getattr(defaults, f.name)
             try:
                 values[f.name] = _convert(raw, default)
+                if f.name in AT_LEAST_ONE and int(raw) < 1:  # 0 would read as "not set"
+                    errors.append(f"{name} must be >= 1 (leave it unset for the default), got {raw!r}")
+                    del values[f.name]
             except ValueError:
                 shown = "***" if f.name in ("api_token", "mongo_url") else repr(raw)
                 kind = f"one of {', '.join(TRUE_WORDS + FALSE_WORDS)}" if isinstance(default, bool) else type(default).__name__
@@ -195,6 +214,18 @@ class Settings:
         if self.parse_max_memory_mb < needed:
             found.append(f"PARSE_MAX_MEMORY_MB must be at least MAX_FEED_BYTES in MiB + {PARSE_MEMORY_HEADROOM_MB} "
                          f"(a parse process holds the feed, then parses it), that is {needed}, got {self.parse_max_memory_mb}")
+        if self.kafka_replication_factor < 0:
+            found.append(f"KAFKA_REPLICATION_FACTOR must be >= 1, got {self.kafka_replication_factor}")
+        if self.kafka_min_insync_replicas < 0:
+            found.append(f"KAFKA_MIN_INSYNC_REPLICAS must be >= 1, got {self.kafka_min_insync_replicas}")
+        if 0 < self.kafka_replication_factor < self.kafka_min_insync_replicas:
+            found.append(f"KAFKA_MIN_INSYNC_REPLICAS ({self.kafka_min_insync_replicas}) must not exceed "
+                         f"KAFKA_REPLICATION_FACTOR ({self.kafka_replication_factor}): no write could be acknowledged")
+        concern = self.mongo_write_concern.strip()
+        if concern != "majority" and not (concern.isdigit() and int(concern) >= 1):
+            found.append(f"MONGO_WRITE_CONCERN must be majority or a number of members >= 1, got {self.mongo_write_concern!r}")
+        if not 1 <= self.brokers <= MAX_BROKERS:
+            found.append(f"BROKERS must be a whole number from 1 to {MAX_BROKERS}, got {self.brokers}")
         if self.loop_lag_report_seconds <= 0:
             found.append(f"LOOP_LAG_REPORT_SECONDS must be > 0, got {self.loop_lag_report_seconds}")
         return found

@@ -107,9 +107,15 @@ class Store:
         deadline = settings.mongo_timeout_seconds if timeout_seconds is None else timeout_seconds
         # timeoutMS: every operation (server selection, pool checkout, the command round trip) has a
         # deadline; pymongo raises a timeout error, which ``unreachable`` counts as the store being away.
+        # w: MONGO_WRITE_CONCERN (majority by default: a write acknowledged is on a majority of a replica
+        # set's members). retryWrites: pymongo retries a write once after a network error or failover, on
+        # replica sets and sharded clusters only; on a standalone server (FerretDB included) it does not,
+        # and nothing breaks (``log_durability`` says which applies).
+        self.write_concern = settings.write_concern
         self.client: AsyncMongoClient[Document] = AsyncMongoClient(
             settings.mongo_url, tz_aware=True, serverSelectionTimeoutMS=5000, connect=False,
             timeoutMS=deadline * 1000, event_listeners=list(event_listeners),
+            w=self.write_concern, retryWrites=True,
         )
         self.write_batch = settings.mongo_write_batch
         self.insert_batch = settings.mongo_insert_batch
@@ -156,6 +162,20 @@ class Store:
         await self.raw_feeds.create_index([("sourceUrl", ASCENDING), ("fetchedAt", DESCENDING)])  # a feed's latest payload
         await self.feeds.create_index("url", unique=True)
         await self.fetch_state.create_index("sourceUrl", unique=True)
+
+    async def log_durability(self) -> bool:
+        """Log the write concern and whether the server supports retryable writes; return the latter.
+
+        Retryable writes need a replica set or a sharded cluster with sessions (``hello`` names a
+        ``setName`` or answers ``isdbgrid``, and gives ``logicalSessionTimeoutMinutes``).
+        """
+        hello = await self.client.admin.command("hello")
+        retryable = bool((hello.get("setName") or hello.get("msg") == "isdbgrid")
+                         and hello.get("logicalSessionTimeoutMinutes") is not None)
+        logger.info("MongoDB writes: w=%s, retryable writes %s", self.write_concern,
+                    "on" if retryable else "not supported by this server (standalone): writes are retried by "
+                    "jobstream's own idempotent retries only")
+        return retryable
 
     async def ping(self) -> None:
         await self.client.admin.command("ping")

@@ -20,6 +20,7 @@ from models.registry import RegistryError, parse_feeds_file
 from streams import faust_internals
 from streams.app import consumer_lag, create_pipeline
 from streams.readiness import ReadinessProbe, serve_probes
+from streams.replication import ReplicationError, publish, with_replication
 from streams.settings import Settings
 from streams.store import Store, until_reachable
 from streams.topics import ensure_topics
@@ -34,7 +35,15 @@ def run_worker(settings: Settings) -> None:
     except OSError as exc:
         logger.error("worker cannot start: DATA_DIR %s is not a writable folder: %s", settings.data_dir, exc)
         sys.exit(2)
-    asyncio.run(ensure_topics(settings))
+    try:
+        ready = asyncio.run(ensure_topics(settings))
+    except ReplicationError as exc:
+        logger.error("worker cannot start: %s", exc)
+        sys.exit(2)
+    settings = with_replication(settings, ready.replication)  # Faust declares its own topics with this RF
+    publish(ready.topics, ready.under_replicated, metrics.TOPICS_UNDER_REPLICATED, metrics.TOPIC_UNDER_REPLICATED)
+    metrics.REPLICATION_FACTOR.set(ready.replication.factor)
+    metrics.MIN_INSYNC_REPLICAS.set(ready.replication.min_insync)
     pipeline = create_pipeline(settings)
     if discard_unclean_tables(Path(pipeline.app.conf.tabledir), settings.data_dir / CLEAN_MARK):
         logger.warning("the last run of this worker did not stop cleanly: its local table state (%s) is discarded "
@@ -55,6 +64,7 @@ def run_worker(settings: Settings) -> None:
             await seed_registry(settings, store)
 
         await until_reachable(prepare, "indexes/seed")
+        await until_reachable(store.log_durability, "write concern check")
         await until_reachable(store.backfill_job_search, "job_search backfill")
         probe.store_prepared = True
 
@@ -89,8 +99,10 @@ def run_worker(settings: Settings) -> None:
 
     serve_probes(probe, settings.api_host, settings.worker_metrics_port)
     logger.info(
-        "worker starting app_id=%s kafka=%s mongo=%s db=%s metrics=http://%s:%d/metrics (readiness on /ready)",
-        settings.app_id, settings.kafka_bootstrap_servers, settings.mongo_url_redacted, settings.mongo_db,
+        "worker starting app_id=%s kafka=%s replication_factor=%d min_insync_replicas=%d mongo=%s db=%s "
+        "metrics=http://%s:%d/metrics (readiness on /ready)",
+        settings.app_id, settings.kafka_bootstrap_servers, settings.kafka_replication_factor,
+        settings.kafka_min_insync_replicas, settings.mongo_url_redacted, settings.mongo_db,
         settings.api_host, settings.worker_metrics_port,
     )
     worker = faust.Worker(pipeline.app, loglevel=settings.log_level.lower(), redirect_stdouts=False,
