@@ -177,20 +177,26 @@ def test_utf8_bom_is_handled() -> None:
     assert len(with_bom.items) == 15
 
 
-def test_utf16_feed_is_decoded_from_its_prolog() -> None:
-    doc = (
-        '<?xml version="1.0" encoding="UTF-16"?><rss version="2.0"><channel><title>Zürich</title>'
-        "<item><guid>ü-1</guid><title>Übersetzer</title></item></channel></rss>"
-    )
-    job = parse_feed(doc.encode("utf-16"), SRC).items[0]
-    assert isinstance(job, JobPosting)
-    assert (job.external_id, job.title) == ("ü-1", "Übersetzer")
-
-
-def test_windows_1252_feed_is_decoded_from_its_prolog() -> None:
-    doc = (
-        '<?xml version="1.0" encoding="windows-1252"?><rss version="2.0"><channel>'
-        "<item><guid>1</guid><title>Caf\u00e9 \u2013 \u20ac</title></item></channel></rss>"
-    )
-    job = only_posting(doc.encode("cp1252"))
-    assert job.title == "Caf\u00e9 \u2013 \u20ac"
+@pytest.mark.parametrize(
+    ("doc", "codec", "external_id", "title"),
+    [
+        (
+            '<?xml version="1.0" encoding="UTF-16"?><rss version="2.0"><channel><title>Zürich</title>'
+            "<item><guid>ü-1</guid><title>Übersetzer</title></item></channel></rss>",
+            "utf-16",
+            "ü-1",
+            "Übersetzer",
+        ),
+        (
+            '<?xml version="1.0" encoding="windows-1252"?><rss version="2.0"><channel>'
+            "<item><guid>1</guid><title>Caf\u00e9 \u2013 \u20ac</title></item></channel></rss>",
+            "cp1252",
+            "1",
+            "Caf\u00e9 \u2013 \u20ac",
+        ),
+    ],
+    ids=["utf-16", "windows-1252"],
+)
+def test_feed_is_decoded_from_the_encoding_its_prolog_declares(doc: str, codec: str, external_id: str, title: str) -> None:
+    job = only_posting(doc.encode(codec))
+    assert (job.external_id, job.title) == (external_id, title)

@@ -440,28 +440,34 @@ def test_description_keeps_markup_and_decodes_character_entities(item_xml: str, 
     assert job.description == description
 
 
-def test_company_falls_back_to_dc_creator() -> None:
+@pytest.mark.parametrize(
+    ("item_xml", "company"),
+    [
+        ("<dc:creator>Poster</dc:creator><job_listing:company>Acme</job_listing:company>", "Acme"),
+        ("<dc:creator> Poster </dc:creator>", "Poster"),
+    ],
+    ids=["job-listing-company-wins", "creator-only"],
+)
+def test_company_falls_back_to_dc_creator(item_xml: str, company: str) -> None:
     ns = 'xmlns:dc="http://purl.org/dc/elements/1.1/" xmlns:job_listing="https://j.example"'
-    with_both = only_posting(
-        rss(
-            "<item><guid>1</guid><dc:creator>Poster</dc:creator><job_listing:company>Acme</job_listing:company></item>",
-            ns=ns,
-        )
-    )
-    creator_only = only_posting(rss("<item><guid>1</guid><dc:creator> Poster </dc:creator></item>", ns=ns))
-    assert with_both.company == "Acme"
-    assert creator_only.company == "Poster"
+    assert only_posting(rss(f"<item><guid>1</guid>{item_xml}</item>", ns=ns)).company == company
 
 
-def test_dc_date_is_used_when_pubdate_is_missing() -> None:
-    ns = 'xmlns:dc="http://purl.org/dc/elements/1.1/"'
-    job = only_posting(rss("<item><guid>1</guid><dc:date>2025-01-06T10:00:00Z</dc:date></item>", ns=ns))
-    assert job.published_at == datetime(2025, 1, 6, 10, 0, tzinfo=UTC)
-
-
-def test_unparseable_date_keeps_the_posting() -> None:
-    job = only_posting(rss("<item><guid>1</guid><pubDate>sometime soon</pubDate></item>"))
-    assert job.published_at is None
+@pytest.mark.parametrize(
+    ("item_xml", "ns", "published_at"),
+    [
+        (
+            "<dc:date>2025-01-06T10:00:00Z</dc:date>",
+            'xmlns:dc="http://purl.org/dc/elements/1.1/"',
+            datetime(2025, 1, 6, 10, 0, tzinfo=UTC),
+        ),
+        ("<pubDate>sometime soon</pubDate>", "", None),
+    ],
+    ids=["dc-date-when-pubdate-is-missing", "unparseable-date-keeps-the-posting"],
+)
+def test_item_date_fallbacks(item_xml: str, ns: str, published_at: datetime | None) -> None:
+    job = only_posting(rss(f"<item><guid>1</guid>{item_xml}</item>", ns=ns))
+    assert job.published_at == published_at
 
 
 # --------------------------------------------------------------------------- namespaces
@@ -487,11 +493,10 @@ def test_namespaces_declared_on_channel_are_honoured() -> None:
     assert only_posting(payload).company == "Acme"
 
 
-def test_job_listing_is_matched_by_prefix_whatever_its_uri_or_even_undeclared() -> None:
+@pytest.mark.parametrize("ns", ['xmlns:job_listing="https://jobicy.com"', ""], ids=["declared-any-uri", "undeclared"])
+def test_job_listing_is_matched_by_prefix_whatever_its_uri_or_even_undeclared(ns: str) -> None:
     item = "<item><guid>1</guid><job_listing:company>Acme</job_listing:company></item>"
-    declared = only_posting(rss(item, ns='xmlns:job_listing="https://jobicy.com"'))
-    undeclared = only_posting(rss(item))
-    assert declared.company == undeclared.company == "Acme"
+    assert only_posting(rss(item, ns=ns)).company == "Acme"
 
 
 def test_atom_with_explicit_prefix() -> None:
