@@ -208,7 +208,7 @@ class FeedMapping(BaseModel):
     item: Annotated[MappingPath | None, Field(description=(
         "path from the root element to the repeating item element (`job`, `jobs/position`); required unless the "
         "format is `indeed`"))] = None
-    fields: MappingFields | None = None  # type: ignore[valid-type]
+    fields: MappingFields | None = None
 
     def stored(self) -> dict[str, Any]:
         """The JSON kept in the registry: what was given (paths stripped), nothing added."""
