@@ -10,7 +10,7 @@ import time
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pymongo
 from aiohttp import web
@@ -20,7 +20,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import ConnectionFailure, DuplicateKeyError, PyMongoError
 
 from agents.parsing import PoolClosed
-from api import queries
+from api import models, queries
 from api.context import (
     FEED_ADDS,
     HUB,
@@ -58,7 +58,6 @@ DASHBOARD_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-s
 LOG_LIST_PROJECTION = {"_id": 0, "failures": 0}
 JOB_LIST_PROJECTION = {"description": 0}  # _id (= dedupeKey) is the sort's tie-break; to_json drops it
 SEARCH_PROJECTION = {"_id": 1, "publishedAt": 1}
-MAX_TOKEN_LENGTH = 4096
 SSE_RETRY_AFTER_SECONDS = "10"
 PREVIEW_RETRY_AFTER_SECONDS = "5"
 
@@ -100,9 +99,9 @@ async def health(request: web.Request) -> web.Response:
     # configured: 200, named in the kafka part and in the status.
     degraded = kafka.startswith("degraded")
     healthy = (kafka == "ok" or degraded) and mongo == "ok" and consuming
-    status = "error" if not healthy else "degraded" if degraded else "ok"
-    return json_response({"status": status, "kafka": kafka, "mongo": mongo, "workers": workers},
-                         status=200 if healthy else 503)
+    answer: models.Health = {"status": "error" if not healthy else "degraded" if degraded else "ok", "kafka": kafka,
+                             "mongo": mongo, "workers": workers}
+    return json_response(answer, status=200 if healthy else 503)
 
 
 async def _mongo_check(request: web.Request, timeout: float) -> str:
@@ -171,10 +170,10 @@ async def open_session(request: web.Request) -> web.Response:
     token = request.app[SETTINGS].api_token
     if not token:
         raise ApiError(404, "this API has no API_TOKEN: reads and changes need no session")
-    body = await json_body(request)
-    offered = body.get("token") if isinstance(body, dict) else None
-    if not isinstance(offered, str) or not offered or len(offered) > MAX_TOKEN_LENGTH or set(body) != {"token"}:
-        raise ApiError(400, 'body must be {"token": "<API_TOKEN>"}')
+    try:
+        offered = models.validated(models.SessionRequest, await json_body(request)).token
+    except ApiError:
+        raise ApiError(400, 'body must be {"token": "<API_TOKEN>"}') from None
     if not token_matches(offered, token):
         raise ApiError(401, "wrong token", {"WWW-Authenticate": 'Bearer realm="jobstream"'})
     seconds = request.app[OPTIONS].session_seconds
@@ -199,7 +198,8 @@ async def close_session(request: web.Request) -> web.Response:
 @routes.post("/api/import/run")
 async def run_import(request: web.Request) -> web.Response:
     """Runs of the given (or every enabled) feed; a feed already pending or running is skipped, not queued twice."""
-    urls = queries.requested_urls(await json_body(request))
+    body = await json_body(request)
+    urls = None if body is None else models.validated(models.RunRequest, body).urls()
     store, claims = request.app[STORE], request.app[RUN_CLAIMS]
     if urls is None:
         feeds = await store.enabled_feeds()
@@ -225,8 +225,9 @@ async def run_import(request: web.Request) -> web.Response:
     request.app[METRICS].runs_requested.inc(len(commands))
     logger.info("runs requested over the API count=%d skipped=%d urls=%s", len(commands), len(plan.skipped),
                 ",".join(started))
-    return json_response({"runs": [{"runId": c["runId"], "sourceUrl": c["sourceUrl"]} for c in commands],
-                          "skipped": plan.skipped}, status=202)
+    answer: models.RunsRequested = {"runs": [{"runId": c["runId"], "sourceUrl": c["sourceUrl"]} for c in commands],
+                                    "skipped": cast(list[models.SkippedRun], plan.skipped)}
+    return json_response(answer, status=202)
 
 
 async def busy_feeds(request: web.Request, urls: list[str]) -> set[str]:
@@ -252,12 +253,12 @@ async def replay_import(request: web.Request) -> web.Response:
     posting back: the dedupe agent leaves a posting whose stored version came from a newer payload as it
     is (``models/dedupe.py``).
     """
-    wanted = queries.replay_request(await json_body(request))
+    wanted = models.validated(models.ReplayRequest, await json_body(request))
     store, claims, settings = request.app[STORE], request.app[RUN_CLAIMS], request.app[SETTINGS]
-    if wanted.run_id is not None:
-        run = await store.import_logs.find_one({"runId": wanted.run_id}, {"_id": 0, "failures": 0})
+    if wanted.runId is not None:
+        run = await store.import_logs.find_one({"runId": wanted.runId}, {"_id": 0, "failures": 0})
         if run is None:
-            raise ApiError(404, f"no import run {wanted.run_id!r}")
+            raise ApiError(404, f"no import run {wanted.runId!r}")
         url, replay_of = str(run["sourceUrl"]), replayed_run(run)
         stored = await store.raw_feeds.find_one({"_id": replay_of}, {"_id": 1})
         if stored is None:
@@ -286,7 +287,8 @@ async def replay_import(request: web.Request) -> web.Response:
     claims.sent({url: command["runId"]})
     request.app[METRICS].runs_requested.inc()
     logger.info("replay requested run_id=%s replay_of=%s url=%s", command["runId"], replay_of, url)
-    return json_response({"runs": [{"runId": command["runId"], "sourceUrl": url, "replayOf": replay_of}]}, status=202)
+    answer: models.ReplayRequested = {"runs": [{"runId": command["runId"], "sourceUrl": url, "replayOf": replay_of}]}
+    return json_response(answer, status=202)
 
 
 @routes.post("/api/feeds/preview")
@@ -295,11 +297,11 @@ async def preview(request: web.Request) -> web.Response:
 
     Format and mapping: those given, else the registered feed's. 422 when the feed cannot be fetched or read.
     """
-    wanted = queries.preview_request(await json_body(request))
+    wanted = models.validated(models.PreviewRequest, await json_body(request))
     registered = await request.app[STORE].feeds.find_one({"url": wanted.url}, {"_id": 0, "name": 1, "format": 1,
                                                                                "mapping": 1})
     format_ = wanted.format or (registered or {}).get("format") or DEFAULT_FORMAT
-    mapping = wanted.mapping if wanted.format is not None or wanted.mapping is not None else (registered or {}).get("mapping")
+    mapping = wanted.stored_mapping() if wanted.given else (registered or {}).get("mapping")
     name = str((registered or {}).get("name") or queries.run_entry(wanted.url, None).name)
     slots = request.app[PREVIEW_SLOTS]
     if slots.locked():
@@ -317,12 +319,14 @@ async def preview(request: web.Request) -> web.Response:
 
 @routes.get("/api/import-logs")
 async def list_import_logs(request: web.Request) -> web.Response:
-    page = queries.parse_page(request.query, queries.RUNS_ORDER)
-    conditions = queries.import_logs_filter(request.query)
+    query = models.ImportLogsQuery.of(request.query)
+    page, conditions = query.paging, query.conditions()
     logs = request.app[STORE].import_logs
-    (items, after), total = await asyncio.gather(
+    (items, after), (total, exact) = await asyncio.gather(
         keyset_page(logs, conditions, queries.RUNS_ORDER, page, LOG_LIST_PROJECTION), page_total(logs, conditions, page))
-    return json_response({"items": items, "page": page.page, "limit": page.limit, **total, "next": after})
+    answer: models.ImportLogPage = {"items": cast(list[models.ImportLog], items), "page": page.page, "limit": page.limit,
+                                    "total": total, "totalExact": exact, "next": after}
+    return json_response(answer)
 
 
 @routes.get("/api/import-logs/stream")
@@ -394,14 +398,16 @@ async def get_import_log(request: web.Request) -> web.Response:
 @routes.get("/api/jobs")
 async def list_jobs(request: web.Request) -> web.Response:
     """A page of ``job_search`` (small documents, an index per filter in list order), then those jobs by ``_id``."""
-    page = queries.parse_page(request.query, queries.JOBS_ORDER)
-    conditions = queries.jobs_filter(request.query)
+    query = models.JobsQuery.of(request.query)
+    page, conditions = query.paging, query.conditions()
     store = request.app[STORE]
-    (rows, after), total = await asyncio.gather(
+    (rows, after), (total, exact) = await asyncio.gather(
         keyset_page(store.job_search, conditions, queries.JOBS_ORDER, page, SEARCH_PROJECTION),
         page_total(store.job_search, conditions, page))
     items = await jobs_by_key(store.jobs, [row["_id"] for row in rows])
-    return json_response({"items": items, "page": page.page, "limit": page.limit, **total, "next": after})
+    answer: models.JobPage = {"items": cast(list[models.Job], items), "page": page.page, "limit": page.limit,
+                              "total": total, "totalExact": exact, "next": after}
+    return json_response(answer)
 
 
 async def jobs_by_key(jobs: AsyncCollection[Document], keys: list[str]) -> list[Document]:
@@ -425,17 +431,17 @@ async def keyset_page(collection: AsyncCollection[Document], conditions: Documen
     return queries.cut_page(order, page, rows)
 
 
-async def page_total(collection: AsyncCollection[Document], conditions: Document, page: queries.Page) -> Document:
+async def page_total(collection: AsyncCollection[Document], conditions: Document, page: queries.Page) -> tuple[int | None, bool]:
     """``total`` and ``totalExact``: a filtered count reads every match, so it is made only when asked (total=1).
 
     Unasked, an unfiltered list reports the collection's estimated count (metadata, no scan), a filtered one null.
     """
     if page.total:  # the count command (not count_documents' aggregation): the store pushes its filter down
         reply = await collection.database.command("count", collection.name, query=conditions)
-        return {"total": int(reply["n"]), "totalExact": True}
+        return int(reply["n"]), True
     if not conditions:
-        return {"total": await collection.estimated_document_count(), "totalExact": False}
-    return {"total": None, "totalExact": False}
+        return await collection.estimated_document_count(), False
+    return None, False
 
 
 @routes.get("/api/jobs/{dedupeKey}")
@@ -466,7 +472,7 @@ async def list_feeds(request: web.Request) -> web.Response:
 
 @routes.post("/api/feeds")
 async def add_feed(request: web.Request) -> web.Response:
-    entry = queries.new_feed(await json_body(request))
+    entry = models.validated(models.NewFeed, await json_body(request)).entry()
     now = datetime.now(UTC)
     created = now.replace(microsecond=now.microsecond // 1000 * 1000)  # what MongoDB keeps: milliseconds
     doc: Document = {"url": entry.url, "name": entry.name, "enabled": entry.enabled, "format": entry.format,
@@ -491,7 +497,7 @@ async def add_feed(request: web.Request) -> web.Response:
 @routes.patch("/api/feeds/{id}")
 async def change_feed(request: web.Request) -> web.Response:
     feed_id = queries.parse_object_id(request.match_info["id"])
-    changes = queries.feed_changes(await json_body(request))
+    changes = models.validated(models.FeedChange, await json_body(request)).changes()
     feeds = request.app[STORE].feeds
     result = await feeds.update_one({"_id": feed_id}, {"$set": changes})
     if result.matched_count == 0:

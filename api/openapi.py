@@ -1,26 +1,17 @@
-"""The OpenAPI 3.1 document of the HTTP API, written by hand next to the handlers it describes.
+"""The OpenAPI 3.1 document of the HTTP API: its paths written here, next to the handlers they describe; its
+component schemas and list query parameters generated from the models of ``api.models`` (pydantic).
 
 A test compares its paths and methods with the app's routes, so the two cannot drift apart silently.
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
+from api import models
 from api.guards import JSON_TYPE, MAX_BODY_BYTES
-from api.queries import (
-    ALREADY_REQUESTED,
-    ALREADY_RUNNING,
-    DEFAULT_LIMIT,
-    MAX_CURSOR_LENGTH,
-    MAX_LIMIT,
-    MAX_PAGE,
-    MAX_RUN_FEEDS,
-    MAX_SKIP,
-)
-from models.feed.mapping import FIELDS, FORMATS, MAX_MAPPING_PATHS, MAX_PATH_CHARS, MAX_PATH_STEPS
-from models.registry import MAX_NAME_LENGTH, MAX_URL_LENGTH
-from models.runs import STATUSES, TRIGGERS
+from api.queries import MAX_RUN_FEEDS
 
 Schema = dict[str, Any]
 
@@ -49,42 +40,14 @@ def _error(description: str, headers: Schema | None = None) -> Schema:
     return response
 
 
-def _query(name: str, description: str, schema: Schema) -> Schema:
-    return {"name": name, "in": "query", "required": False, "description": description, "schema": schema}
+def _body(schema: Schema, *, required: bool = True) -> Schema:
+    return {"required": required, "content": {"application/json": {"schema": schema}}}
 
 
 def _path(name: str, description: str) -> Schema:
     return {"name": name, "in": "path", "required": True, "description": description, "schema": {"type": "string"}}
 
 
-def _page(item: str) -> Schema:
-    return {
-        "type": "object",
-        "required": ["items", "page", "limit", "total", "totalExact", "next"],
-        "properties": {
-            "items": {"type": "array", "items": _ref(item)},
-            "page": {"type": "integer", "minimum": 1, "description": "this page's number (also when reached by cursor)"},
-            "limit": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
-            "total": {"type": ["integer", "null"], "minimum": 0, "description": (
-                "with `total=1`: the exact number of matching items. Otherwise, without filters: the "
-                "collection's estimated document count (from metadata, no scan); with filters: null (not counted)")},
-            "totalExact": {"type": "boolean", "description": "true when `total` is an exact count (`total=1`)"},
-            "next": {"type": ["string", "null"], "description": "cursor of the next page (pass it as `after`); "
-                                                                  "null on the last page"},
-        },
-    }
-
-
-PAGING = [
-    _query("page", f"1-based page number, for shallow pages: (page-1)*limit must be <= {MAX_SKIP} (400 beyond); "
-                   "deeper pages go by `after`", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": 1}),
-    _query("limit", "items per page", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT}),
-    _query("after", "opaque cursor: the `next` of the previous page. Opens the page after it, at any depth, without "
-                    "gaps or repeats when items are added meanwhile. Not together with `page`",
-           {"type": "string", "maxLength": MAX_CURSOR_LENGTH, "pattern": "^[A-Za-z0-9_-]*$"}),
-    _query("total", "1/true: count every matching item (reads them all: slow on big filtered sets)",
-           {"type": "boolean", "default": False}),
-]
 BAD_REQUEST = _error("invalid parameter or body")
 STORE_UNAVAILABLE = _error("MongoDB did not answer within API_STORE_TIMEOUT_SECONDS: `store unavailable`")
 UNAUTHORIZED = _error("API_TOKEN is set and the request lacks `Authorization: Bearer <token>`")
@@ -109,168 +72,8 @@ GUARDED: dict[str, Schema] = {
                   {"Retry-After": {"description": "seconds to wait", "required": True,
                                    "schema": {"type": "integer", "minimum": 1}}}),
 }
-TEXT = 500  # the longest free-text query value (``api.queries.text_param``)
-URL = {"type": "string", "format": "uri", "maxLength": MAX_URL_LENGTH, "description": "http(s) URL with a host, "
-       "no control or invisible characters"}
 SECURED: list[dict[str, list[str]]] = [{"bearer": []}]
 READ_SECURED: list[dict[str, list[str]]] = [{}, {"bearer": []}, {"session": []}]  # {}: open unless reads need the token
-TIMESTAMP = {"type": ["string", "null"], "format": "date-time"}
-COUNT = {"type": "integer", "minimum": 0}
-
-MAPPING_RULES = (
-    "`{\"item\": PATH, \"fields\": {FIELD: PATH | [PATH, ...]}}`: required for format `xml`, an override for `indeed`. "
-    "`title` and one of `externalId`/`url` are required; a list of paths joins the non-empty values with \", \" "
-    f"(`categories`: every value is one category); at most {MAX_MAPPING_PATHS} paths. A bad mapping is a 400 naming "
-    "the field and why (`mapping.fields.title: missing ...`)")
-
-SCHEMAS: dict[str, Schema] = {
-    "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
-    "Health": {
-        "type": "object",
-        "required": ["status", "kafka", "mongo"],
-        "properties": {
-            "status": {"enum": ["ok", "degraded", "error"]},
-            "kafka": {"type": "string", "description": (
-                "`ok`, `error: <why>`, or `degraded: N topic(s) under-replicated: <topic> (<what>), ...` (a pipeline "
-                "topic with fewer replicas or a lower min.insync.replicas than KAFKA_REPLICATION_FACTOR / "
-                "KAFKA_MIN_INSYNC_REPLICAS; status `degraded`, still 200)")},
-            "mongo": {"type": "string", "description": "`ok` or `error: <why>`"},
-            "workers": {"type": "string", "description": (
-                "`ok` (the workers' consumer group has members), `idle: ...` (none, and no run request waits), "
-                "`unknown: ...` (the group could not be asked), or `error: ...`: run requests wait on `commands` "
-                "and no worker consumes them (then 503)")},
-        },
-    },
-    "Failure": {
-        "type": "object",
-        "properties": {"key": {"type": "string"}, "reason": {"type": "string"}, "stage": {"type": "string"}},
-    },
-    "ImportLog": {
-        "type": "object",
-        "description": "One import run (SPEC §3 `import_logs`). Lists omit `failures`; the detail has them.",
-        "properties": {
-            "runId": {"type": "string"},
-            "sourceUrl": {"type": "string", "format": "uri"},
-            "fileName": {"type": "string"},
-            "sourceName": {"type": "string"},
-            "trigger": {"enum": list(TRIGGERS)},
-            "status": {"enum": list(STATUSES)},
-            "requestedAt": TIMESTAMP,
-            "startedAt": TIMESTAMP,
-            "finishedAt": TIMESTAMP,
-            "durationMs": {"type": ["integer", "null"]},
-            "totalFetched": COUNT,
-            "newJobs": COUNT,
-            "updatedJobs": COUNT,
-            "unchangedJobs": COUNT,
-            "failedJobs": COUNT,
-            "totalImported": COUNT,
-            "failures": {"type": "array", "items": _ref("Failure")},
-            "failuresTruncated": {"type": "boolean"},
-            "error": {"type": ["string", "null"]},
-            "meta": {"type": "object", "description": "httpStatus, bytes, notModified, batches, ...; a replay run's "
-                                                      "`replayOf` (the run whose payload it parsed) and `payloadFetchedAt`"},
-        },
-    },
-    "Preview": {
-        "type": "object",
-        "required": ["format", "totalFetched", "items", "failures"],
-        "properties": {
-            "format": {"type": "string", "description": "the format the feed was read as (`rss`, `atom`, `rdf`)"},
-            "title": {"type": "string"},
-            "totalFetched": {**COUNT, "description": "items found in the feed (one more, failed, when it was cut short)"},
-            "items": {"type": "array", "maxItems": 20, "items": _ref("Job"),
-                      "description": "the first 20 postings as a run would store them (without run fields)"},
-            "failures": {"type": "array", "maxItems": 20, "items": {
-                "type": "object", "properties": {"seq": COUNT, "key": {"type": "string"}, "reason": {"type": "string"},
-                                                 "stage": {"type": "string"}}}},
-            "failedCount": COUNT,
-            "failuresTruncated": {"type": "boolean"},
-            "error": {"type": ["string", "null"], "description": "why the parse stopped early (deadline, item cap), if it did"},
-        },
-    },
-    "Job": {
-        "type": "object",
-        "description": "One posting (SPEC §3 `jobs`). Lists omit `description`; the detail has it.",
-        "properties": {
-            "dedupeKey": {"type": "string"},
-            "sourceUrl": {"type": "string"},
-            "sourceName": {"type": "string"},
-            "externalId": {"type": "string"},
-            "title": {"type": "string"},
-            "company": {"type": ["string", "null"]},
-            "location": {"type": ["string", "null"]},
-            "jobType": {"type": ["string", "null"]},
-            "categories": {"type": "array", "items": {"type": "string"}},
-            "region": {"type": ["string", "null"]},
-            "url": {"type": ["string", "null"]},
-            "description": {"type": ["string", "null"]},
-            "publishedAt": TIMESTAMP,
-            "fingerprint": {"type": "string"},
-            "version": {"type": "integer"},
-            "createdAt": TIMESTAMP,
-            "updatedAt": TIMESTAMP,
-            "lastRunId": {"type": "string"},
-        },
-    },
-    "Feed": {
-        "type": "object",
-        "properties": {
-            "id": {"type": "string", "description": "MongoDB ObjectId, 24 hex characters"},
-            "url": {"type": "string", "format": "uri"},
-            "name": {"type": "string"},
-            "enabled": {"type": "boolean"},
-            "format": _ref("FeedFormat"),
-            "mapping": {"oneOf": [{"type": "null"}, _ref("Mapping")]},
-            "createdAt": TIMESTAMP,
-            "lastRun": {"oneOf": [{"type": "null"}, {"type": "object", "description": "runId, status and times"}]},
-        },
-    },
-    "NewFeed": {
-        "type": "object",
-        "required": ["url"],
-        "additionalProperties": False,
-        "properties": {
-            "url": URL,
-            "name": {"type": "string", "maxLength": MAX_NAME_LENGTH,
-                     "description": "default: the URL's host; one line (no control characters)"},
-            "enabled": {"type": "boolean", "default": True},
-            "format": _ref("FeedFormat"),
-            "mapping": {"oneOf": [{"type": "null"}, _ref("Mapping")], "description": MAPPING_RULES},
-        },
-    },
-    "FeedChange": {
-        "type": "object",
-        "additionalProperties": False,
-        "minProperties": 1,
-        "properties": {"enabled": {"type": "boolean"}, "name": {"type": "string", "maxLength": MAX_NAME_LENGTH},
-                       "format": _ref("FeedFormat"),
-                       "mapping": {"oneOf": [{"type": "null"}, _ref("Mapping")],
-                                   "description": "validated with `format` (give both; `format` alone resets it). "
-                                                  + MAPPING_RULES}},
-    },
-    "FeedFormat": {"enum": list(FORMATS), "default": "auto", "description": (
-        "how the feed is read (SPEC §3a): `auto` tells it from the root element (`rss`, `feed`, `RDF`: RSS/Atom/RDF; "
-        "`source`: `indeed`); `indeed` is the Indeed-style `<source><job>` format (its preset mapping, which "
-        "`mapping` overrides field by field); `xml` is any repeating item element, described by `mapping`")},
-    "MappingPath": {"type": "string", "minLength": 1, "maxLength": MAX_PATH_CHARS, "description": (
-        f"child names separated by `/` (at most {MAX_PATH_STEPS} steps), namespace prefixes as the feed writes "
-        "them (`job:location/city`), `@name` last for an attribute (`@id`, `apply/@href`). Data, never code: no "
-        "wildcards, predicates, axes or functions")},
-    "Mapping": {
-        "type": "object",
-        "additionalProperties": False,
-        "description": MAPPING_RULES,
-        "properties": {
-            "item": {**_ref("MappingPath"), "description": "path from the root element to the repeating item element "
-                                                          "(`job`, `jobs/position`); required unless the format is `indeed`"},
-            "fields": {"type": "object", "additionalProperties": False, "properties": {
-                field: {"oneOf": [_ref("MappingPath"),
-                                  {"type": "array", "minItems": 1, "maxItems": MAX_MAPPING_PATHS, "items": _ref("MappingPath")}]}
-                for field in FIELDS}},
-        },
-    },
-}
 
 
 def openapi_document() -> dict[str, Any]:
@@ -293,7 +96,7 @@ def openapi_document() -> dict[str, Any]:
                 "bearer token or the session cookie of POST /api/session (401 otherwise)."),
         },
         "components": {
-            "schemas": SCHEMAS,
+            "schemas": copy.deepcopy(models.components()),
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer",
                            "description": "Required for POST/PATCH/DELETE when API_TOKEN is set, and for reads of "
@@ -330,9 +133,7 @@ def openapi_document() -> dict[str, Any]:
                              "`jobstream_session` that lets this browser read (EventSource included) while "
                              "API_READS_REQUIRE_TOKEN is on. The cookie holds a signed expiry, not the token; "
                              "changing API_TOKEN ends every session. Changes still need the bearer header."),
-                         "requestBody": {"required": True, "content": {"application/json": {"schema": {
-                             "type": "object", "required": ["token"], "additionalProperties": False,
-                             "properties": {"token": {"type": "string", "minLength": 1, "maxLength": 4096}}}}}},
+                         "requestBody": _body(_ref("SessionRequest")),
                          "responses": {"204": {"description": "session opened (Set-Cookie)",
                                                "headers": {"Set-Cookie": {"schema": {"type": "string"}}}},
                                        "400": BAD_REQUEST, "401": _error("wrong token"), **GUARDED,
@@ -347,26 +148,10 @@ def openapi_document() -> dict[str, Any]:
                     f"ignored, at most {MAX_RUN_FEEDS}); they must be registered feeds unless API_TOKEN is set "
                     "(then every caller holds the token). A feed with a run pending or running is not started "
                     "again: it is listed in `skipped` with the reason."),
-                "requestBody": {"required": False, "content": {"application/json": {"schema": {
-                    "type": "object", "additionalProperties": False,
-                    "properties": {"feeds": {"type": "array", "minItems": 1, "maxItems": MAX_RUN_FEEDS, "items": URL,
-                                             "description": "default: every enabled feed of the registry"}},
-                }}}},
+                "requestBody": _body(_ref("RunRequest"), required=False),
                 "responses": {
-                    "202": _linked(_json({
-                        "type": "object", "required": ["runs", "skipped"], "additionalProperties": False,
-                        "properties": {
-                            "runs": {"type": "array", "items": {
-                                "type": "object", "required": ["runId", "sourceUrl"], "additionalProperties": False,
-                                "properties": {"runId": {"type": "string"}, "sourceUrl": {"type": "string"}}}},
-                            "skipped": {"type": "array", "items": {
-                                "type": "object", "required": ["sourceUrl", "reason"], "additionalProperties": False,
-                                "properties": {"sourceUrl": {"type": "string"}, "reason": {
-                                    "enum": [ALREADY_RUNNING, ALREADY_REQUESTED],
-                                    "description": f"`{ALREADY_RUNNING}`: import_logs has a pending or running run; "
-                                                   f"`{ALREADY_REQUESTED}`: this API requested one moments ago"}}}},
-                        },
-                    }, "runs requested (possibly none); follow them on /api/import-logs/stream"),
+                    "202": _linked(_json(_ref("RunsRequested"),
+                                         "runs requested (possibly none); follow them on /api/import-logs/stream"),
                         GetRequestedRun=_link("getImportLog", "runId", "/runs/0/runId")),
                     "400": BAD_REQUEST, "401": UNAUTHORIZED, **GUARDED,
                     "403": _error(f"{CROSS_ORIGIN}; or unregistered feed URLs without API_TOKEN"),
@@ -384,21 +169,10 @@ def openapi_document() -> dict[str, Any]:
                     "is left as it is (counted `unchanged`): a replay never rolls a posting back. Refused (409) while "
                     "a run of the feed is pending or running, and when the payload is no longer stored "
                     "(RAW_FEED_RETENTION_DAYS) or never was (too large)."),
-                "requestBody": {"required": True, "content": {"application/json": {"schema": {
-                    "oneOf": [
-                        {"type": "object", "required": ["runId"], "additionalProperties": False,
-                         "properties": {"runId": {"type": "string", "minLength": 1, "maxLength": 256}}},
-                        {"type": "object", "required": ["feed"], "additionalProperties": False,
-                         "properties": {"feed": URL}},
-                    ]}}}},
+                "requestBody": _body(_ref("ReplayRequest")),
                 "responses": {
-                    "202": _linked(_json({
-                        "type": "object", "required": ["runs"], "additionalProperties": False,
-                        "properties": {"runs": {"type": "array", "minItems": 1, "maxItems": 1, "items": {
-                            "type": "object", "required": ["runId", "sourceUrl", "replayOf"], "additionalProperties": False,
-                            "properties": {"runId": {"type": "string"}, "sourceUrl": {"type": "string"},
-                                           "replayOf": {"type": "string"}}}}},
-                    }, "the replay run was requested; follow it on /api/import-logs/stream"),
+                    "202": _linked(_json(_ref("ReplayRequested"),
+                                         "the replay run was requested; follow it on /api/import-logs/stream"),
                         GetReplayRun=_link("getImportLog", "runId", "/runs/0/runId")),
                     "400": BAD_REQUEST, "401": UNAUTHORIZED, **GUARDED,
                     "403": _error(f"{CROSS_ORIGIN}; or an unregistered feed without API_TOKEN"),
@@ -410,15 +184,8 @@ def openapi_document() -> dict[str, Any]:
             }},
             "/api/import-logs": {"get": {
                 "summary": "Import runs, newest requested first (ties: runId descending)", "operationId": "listImportLogs",
-                "parameters": [
-                    *PAGING,
-                    _query("status", "one status or a comma-separated list", {"type": "string", "maxLength": TEXT,
-                                                                              "examples": ["running,pending"]}),
-                    _query("source", "exact feed URL", {"type": "string", "maxLength": MAX_URL_LENGTH}),
-                    _query("since", "runs requested at or after this ISO-8601 time",
-                           {"type": "string", "format": "date-time", "maxLength": TEXT}),
-                ],
-                "responses": {"200": _linked(_json(_page("ImportLog"), "one page"),
+                "parameters": models.query_parameters(models.ImportLogsQuery),
+                "responses": {"200": _linked(_json(_ref("ImportLogPage"), "one page"),
                                              GetFirstRun=_link("getImportLog", "runId", "/items/0/runId")),
                               "400": BAD_REQUEST, "503": STORE_UNAVAILABLE},
             }},
@@ -445,13 +212,8 @@ def openapi_document() -> dict[str, Any]:
             }},
             "/api/jobs": {"get": {
                 "summary": "Jobs, newest published first (ties: dedupeKey ascending; no date: last)", "operationId": "listJobs",
-                "parameters": [
-                    *PAGING,
-                    _query("q", "text in the title or company, case-insensitive", {"type": "string", "maxLength": TEXT}),
-                    _query("source", "exact feed URL", {"type": "string", "maxLength": MAX_URL_LENGTH}),
-                    _query("company", "company name, case-insensitive exact match", {"type": "string", "maxLength": TEXT}),
-                ],
-                "responses": {"200": _linked(_json(_page("Job"), "one page"),
+                "parameters": models.query_parameters(models.JobsQuery),
+                "responses": {"200": _linked(_json(_ref("JobPage"), "one page"),
                                              GetFirstJob=_link("getJob", "dedupeKey", "/items/0/dedupeKey")),
                               "400": BAD_REQUEST, "503": STORE_UNAVAILABLE},
             }},
@@ -463,11 +225,10 @@ def openapi_document() -> dict[str, Any]:
             }},
             "/api/feeds": {
                 "get": {"summary": "The feed registry with each feed's latest run", "operationId": "listFeeds",
-                        "responses": {"200": _json({"type": "object", "properties": {
-                            "items": {"type": "array", "items": _ref("Feed")}, "total": COUNT}}, "all feeds"),
+                        "responses": {"200": _json(_ref("FeedList"), "all feeds"),
                             "503": STORE_UNAVAILABLE}},
                 "post": {"summary": "Register a feed", "operationId": "addFeed", "security": SECURED,
-                         "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("NewFeed")}}},
+                         "requestBody": _body(_ref("NewFeed")),
                          "responses": {"201": _linked(_json(_ref("Feed"), "registered"),
                                                       ChangeFeed=_link("changeFeed", "id", "/id"),
                                                       DeleteFeed=_link("deleteFeed", "id", "/id")),
@@ -484,11 +245,7 @@ def openapi_document() -> dict[str, Any]:
                     "else the registered feed's. Answers the first 20 normalised postings, the failed items and the "
                     "item count. Writes nothing: no run, no raw payload, no table, no topic. A change for auth and "
                     "rate limiting (it makes the API fetch a URL)."),
-                "requestBody": {"required": True, "content": {"application/json": {"schema": {
-                    "type": "object", "required": ["url"], "additionalProperties": False,
-                    "properties": {"url": URL, "format": {"enum": list(FORMATS), "default": "auto"},
-                                   "mapping": {"type": "object", "description": "the fields of a job-XML format (SPEC §3a)"}},
-                }}}},
+                "requestBody": _body(_ref("PreviewRequest")),
                 "responses": {
                     "200": _json(_ref("Preview"), "how the feed reads"),
                     "400": BAD_REQUEST, "401": UNAUTHORIZED, **GUARDED,
@@ -502,8 +259,7 @@ def openapi_document() -> dict[str, Any]:
                           "description": "Disabling keeps the feed (and FEEDS_FILE seeding never re-enables it); "
                                          "scheduled and default manual runs skip disabled feeds.",
                           "security": SECURED, "parameters": [feed_id],
-                          "requestBody": {"required": True,
-                                          "content": {"application/json": {"schema": _ref("FeedChange")}}},
+                          "requestBody": _body(_ref("FeedChange")),
                           "responses": {"200": _json(_ref("Feed"), "the changed feed"), "400": BAD_REQUEST,
                                         "401": UNAUTHORIZED, **GUARDED, "404": _error("unknown feed"),
                                         "503": STORE_UNAVAILABLE}},

@@ -1,5 +1,6 @@
-"""Pure request parsing: query strings and JSON bodies → validated values and MongoDB filters.
+"""Pure rules of the HTTP API: errors, keyset order and cursors, run planning, MongoDB values as JSON.
 
+The request bodies and list queries are validated by the models of ``api.models``, which use these rules.
 Nothing here does I/O, so every rule of the HTTP API's input handling is testable without a server.
 Every problem raises ``ApiError`` with the status and a message a client can act on.
 """
@@ -17,9 +18,7 @@ from typing import Any
 
 from bson import ObjectId
 
-from models.formats import DEFAULT_FORMAT, format_problem
-from models.postings import search_key
-from models.registry import ENTRY_FIELDS, FeedEntry, RegistryError, entry_from, entry_of, feed_format_of, validate_name, validate_url
+from models.registry import FeedEntry, entry_from, entry_of
 from models.runs import STATUSES, iso, parse_iso
 
 Document = dict[str, Any]
@@ -158,46 +157,6 @@ def cut_page(order: Order, page: Page, rows: list[Document]) -> tuple[list[Docum
     return items, encode_cursor(order, page.page + 1, items[-1]) if more else None
 
 
-def parse_int(query: Mapping[str, str], name: str, default: int, minimum: int, maximum: int | None = None) -> int:
-    raw = query.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    text = raw.strip()
-    if not INTEGER.fullmatch(text):
-        raise bad_request(f"{name} must be an integer, got {raw[:40]!r}")
-    value = int(text)
-    if value < minimum or (maximum is not None and value > maximum):
-        bounds = f"between {minimum} and {maximum}" if maximum is not None else f">= {minimum}"
-        raise bad_request(f"{name} must be {bounds}, got {value}")
-    return value
-
-
-def parse_bool(query: Mapping[str, str], name: str) -> bool:
-    raw = (query.get(name) or "").strip().lower()
-    if raw in ("", "0", "false", "no"):
-        return False
-    if raw in ("1", "true", "yes"):
-        return True
-    raise bad_request(f"{name} must be 1/true or 0/false, got {raw[:40]!r}")
-
-
-def parse_page(query: Mapping[str, str], order: Order) -> Page:
-    """``page`` (shallow, at most MAX_SKIP rows deep) or ``after`` (a cursor, any depth), ``limit``, ``total``."""
-    limit = parse_int(query, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
-    total = parse_bool(query, "total")
-    after = text_param(query, "after", MAX_CURSOR_LENGTH)
-    if after is not None:
-        if text_param(query, "page") is not None:
-            raise bad_request("give page or after, not both: after (a cursor) already says which page it opens")
-        page, position = decode_cursor(order, after)
-        return Page(page, limit, position, total)
-    page = parse_int(query, "page", 1, 1, MAX_PAGE)
-    if (page - 1) * limit > MAX_SKIP:
-        raise bad_request(f"page {page} is too deep for limit {limit}: (page-1)*limit must be <= {MAX_SKIP}; "
-                          "go deeper with after=<the `next` cursor of the previous page>")
-    return Page(page, limit, None, total)
-
-
 def parse_since(raw: str) -> datetime:
     """ISO-8601 date or date-time; a time without offset is taken as UTC."""
     try:
@@ -218,31 +177,6 @@ def parse_statuses(raw: str) -> list[str]:
     return statuses
 
 
-def text_param(query: Mapping[str, str], name: str, max_length: int = 500) -> str | None:
-    raw = query.get(name)
-    if raw is None or raw.strip() == "":
-        return None
-    if len(raw) > max_length:
-        raise bad_request(f"{name} is longer than {max_length} characters")
-    return raw.strip()
-
-
-def import_logs_filter(query: Mapping[str, str]) -> Document:
-    """``status``, ``source`` and ``since`` (on requestedAt, the sort field) as one top-level filter."""
-    conditions: Document = {}
-    status = text_param(query, "status")
-    if status is not None:
-        statuses = parse_statuses(status)
-        conditions["status"] = statuses[0] if len(statuses) == 1 else {"$in": statuses}
-    source = text_param(query, "source", 2000)
-    if source is not None:
-        conditions["sourceUrl"] = source
-    since = text_param(query, "since")
-    if since is not None:
-        conditions["requestedAt"] = {"$gte": parse_since(since)}
-    return conditions
-
-
 def literal_regex(text: str) -> str:
     """A regex matching ``text`` literally, with every ASCII character but letters, digits and ``_`` escaped.
 
@@ -254,167 +188,10 @@ def literal_regex(text: str) -> str:
     return "".join("\\" + char if char.isascii() and not (char.isalnum() or char == "_") else char for char in text)
 
 
-def jobs_filter(query: Mapping[str, str]) -> Document:
-    """The ``job_search`` filter of ``GET /api/jobs``.
-
-    ``q``: a substring of title or company; ``company``: a whole company name; both case-insensitive
-    (``job_search`` holds them casefolded, see ``models.postings.search_fields``).
-    """
-    conditions: Document = {}
-    source = text_param(query, "source", 2000)
-    if source is not None:
-        conditions["sourceUrl"] = source
-    company = text_param(query, "company")
-    if company is not None:
-        conditions["company"] = search_key(company.strip())
-    q = text_param(query, "q")
-    if q is not None:
-        conditions["text"] = {"$regex": literal_regex(search_key(q))}
-    return conditions
-
-
 def parse_object_id(raw: str) -> ObjectId:
     if not ObjectId.is_valid(raw):
         raise bad_request(f"feed id must be a 24-character hex ObjectId, got {raw!r}")
     return ObjectId(raw)
-
-
-def require_object(body: Any, what: str) -> dict[str, Any]:
-    if not isinstance(body, dict):
-        raise bad_request(f"{what} must be a JSON object")
-    return body
-
-
-def new_feed(body: Any) -> FeedEntry:
-    """``POST /api/feeds``: ``{url, name?, enabled?, format?, mapping?}`` and nothing else."""
-    fields = require_object(body, "request body")
-    unknown = sorted(set(fields) - set(ENTRY_FIELDS))
-    if unknown:
-        raise bad_request(f"unknown field(s): {', '.join(unknown)}")
-    try:
-        return entry_from(fields, "feed")
-    except RegistryError as exc:
-        raise bad_request(str(exc)) from None
-
-
-def feed_changes(body: Any) -> Document:
-    """``PATCH /api/feeds/{id}``: ``{enabled?, name?, format?, mapping?}``, at least one of them.
-
-    ``format`` and ``mapping`` are validated together (a mapping depends on its format): give both when
-    changing either; ``format`` alone resets the mapping (``auto``, ``rss``... take none).
-    """
-    fields = require_object(body, "request body")
-    unknown = sorted(set(fields) - {"enabled", "name", "format", "mapping"})
-    if unknown:
-        raise bad_request(f"unknown field(s): {', '.join(unknown)}; only 'enabled', 'name', 'format' and 'mapping' can change")
-    changes: Document = {}
-    if "enabled" in fields:
-        if not isinstance(fields["enabled"], bool):
-            raise bad_request("'enabled' must be a boolean")
-        changes["enabled"] = fields["enabled"]
-    if "name" in fields:
-        try:
-            changes["name"] = validate_name(fields["name"])
-        except RegistryError as exc:
-            raise bad_request(f"'name': {exc}") from None
-    if "format" in fields or "mapping" in fields:
-        try:
-            changes["format"], changes["mapping"] = feed_format_of(fields, "feed")
-        except RegistryError as exc:
-            raise bad_request(str(exc)) from None
-    if not changes:
-        raise bad_request("nothing to change: give 'enabled', 'name', 'format' or 'mapping'")
-    return changes
-
-
-def requested_urls(body: Any) -> list[str] | None:
-    """``POST /api/import/run``: None means every enabled feed; else the distinct valid URLs, in the order given.
-
-    At most MAX_RUN_FEEDS; duplicates are dropped in one pass (a dict keeps the first of each).
-    """
-    if body is None:
-        return None
-    fields = require_object(body, "request body")
-    unknown = sorted(set(fields) - {"feeds"})
-    if unknown:
-        raise bad_request(f"unknown field(s): {', '.join(unknown)}")
-    if "feeds" not in fields or fields["feeds"] is None:
-        return None
-    feeds = fields["feeds"]
-    if not isinstance(feeds, list) or not feeds:
-        raise bad_request("'feeds' must be a non-empty list of feed URLs")
-    if len(feeds) > MAX_RUN_FEEDS:
-        raise bad_request(f"'feeds' holds {len(feeds)} URLs: at most {MAX_RUN_FEEDS} per request")
-    urls: dict[str, None] = {}
-    for index, raw in enumerate(feeds):
-        try:
-            urls[validate_url(raw)] = None
-        except RegistryError as exc:
-            raise bad_request(f"feeds[{index}]: {exc}") from None
-    return list(urls)
-
-
-@dataclass(frozen=True, slots=True)
-class ReplayRequest:
-    """``POST /api/import/replay``: a run (``runId``) or a feed (``feed``: its latest stored payload)."""
-
-    run_id: str | None
-    feed: str | None
-
-
-MAX_RUN_ID_LENGTH = 256
-
-
-def replay_request(body: Any) -> ReplayRequest:
-    """``{"runId"}`` or ``{"feed": url}``, exactly one of them and nothing else."""
-    fields = require_object(body, "request body")
-    unknown = sorted(set(fields) - {"runId", "feed"})
-    if unknown:
-        raise bad_request(f"unknown field(s): {', '.join(unknown)}")
-    if len(fields) != 1:
-        raise bad_request('give exactly one of "runId" (a run whose payload to replay) or "feed" (a feed URL: its '
-                          "latest stored payload)")
-    if "runId" in fields:
-        run_id = fields["runId"]
-        if not isinstance(run_id, str) or not run_id.strip() or len(run_id) > MAX_RUN_ID_LENGTH or not run_id.isprintable():
-            raise bad_request(f"'runId' must be a run id (1 to {MAX_RUN_ID_LENGTH} printable characters)")
-        return ReplayRequest(run_id.strip(), None)
-    try:
-        return ReplayRequest(None, validate_url(fields["feed"]))
-    except RegistryError as exc:
-        raise bad_request(f"'feed': {exc}") from None
-
-
-@dataclass(frozen=True, slots=True)
-class PreviewRequest:
-    """``POST /api/feeds/preview``: a URL, and the format and mapping to read it with (None: the stored ones)."""
-
-    url: str
-    format: str | None
-    mapping: dict[str, Any] | None
-
-
-def preview_request(body: Any) -> PreviewRequest:
-    """``{url, format?, mapping?}``; the format and mapping are checked as a parse would (``models.formats``)."""
-    fields = require_object(body, "request body")
-    unknown = sorted(set(fields) - {"url", "format", "mapping"})
-    if unknown:
-        raise bad_request(f"unknown field(s): {', '.join(unknown)}")
-    if "url" not in fields:
-        raise bad_request("'url' is required: the feed to preview")
-    try:
-        url = validate_url(fields["url"])
-    except RegistryError as exc:
-        raise bad_request(f"'url': {exc}") from None
-    format_ = fields.get("format")
-    mapping = fields.get("mapping")
-    if mapping is not None and not isinstance(mapping, dict):
-        raise bad_request("'mapping' must be a JSON object")
-    if format_ is not None or mapping is not None:
-        problem = format_problem(DEFAULT_FORMAT if format_ is None else format_, mapping)
-        if problem is not None:
-            raise bad_request(problem)
-    return PreviewRequest(url, format_, mapping)
 
 
 def require_registered(urls: list[str], registry: Mapping[str, Document], allowed_unregistered: bool) -> None:

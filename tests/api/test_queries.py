@@ -13,10 +13,44 @@ from typing import Any
 import pytest
 from bson import ObjectId
 
-from api import queries
+from api import models, queries
 from api.events import LogHub, snapshot_from
-from api.queries import JOBS_ORDER, RUNS_ORDER, ApiError, Page, Position
+from api.queries import JOBS_ORDER, RUNS_ORDER, ApiError, Document, Order, Page, Position
 from models.registry import FeedEntry, RegistryError, validate_url
+
+# The API's models (api.models) as its handlers use them.
+QUERIES: dict[Order, type[models.ListQuery]] = {JOBS_ORDER: models.JobsQuery, RUNS_ORDER: models.ImportLogsQuery}
+
+
+def parse_page(query: dict[str, str], order: Order) -> Page:
+    return QUERIES[order].of(query).paging
+
+
+def import_logs_filter(query: dict[str, str]) -> Document:
+    return models.ImportLogsQuery.of(query).conditions()
+
+
+def jobs_filter(query: dict[str, str]) -> Document:
+    return models.JobsQuery.of(query).conditions()
+
+
+def new_feed(body: Any) -> FeedEntry:
+    return models.validated(models.NewFeed, body).entry()
+
+
+def feed_changes(body: Any) -> Document:
+    return models.validated(models.FeedChange, body).changes()
+
+
+def requested_urls(body: Any) -> list[str] | None:
+    return None if body is None else models.validated(models.RunRequest, body).urls()
+
+
+def message_of(call: Any, *args: Any) -> str:
+    with pytest.raises(ApiError) as caught:
+        call(*args)
+    assert caught.value.status == 400
+    return caught.value.message
 
 
 def status_of(call: Any, *args: Any) -> int:
@@ -34,7 +68,7 @@ def status_of(call: Any, *args: Any) -> int:
     ({"page": "41", "limit": "50", "total": "false"}, Page(41, 50)),
 ])
 def test_page_parses_valid_values(query: dict[str, str], expected: Page) -> None:
-    assert queries.parse_page(query, JOBS_ORDER) == expected
+    assert parse_page(query, JOBS_ORDER) == expected
 
 
 @pytest.mark.parametrize("query", [
@@ -43,7 +77,7 @@ def test_page_parses_valid_values(query: dict[str, str], expected: Page) -> None
     {"page": "42", "limit": "50"}, {"total": "yes please"}, {"after": "%%%"}, {"page": "2", "after": "W10"},
 ])
 def test_page_rejects_bad_values_with_400(query: dict[str, str]) -> None:
-    assert status_of(queries.parse_page, query, JOBS_ORDER) == 400
+    assert status_of(parse_page, query, JOBS_ORDER) == 400
 
 
 def test_page_skip_is_by_number_and_zero_after_a_cursor() -> None:
@@ -63,7 +97,7 @@ AT = datetime(2025, 1, 6, 10, 0, 0, 123000, tzinfo=UTC)
 def test_cursor_round_trip(order: queries.Order, row: dict[str, Any], position: Position) -> None:
     cursor = queries.encode_cursor(order, 7, row)
     assert cursor.isascii() and "=" not in cursor and "/" not in cursor and "+" not in cursor  # URL-safe as is
-    assert queries.parse_page({"after": cursor, "limit": "20"}, order) == Page(7, 20, position)
+    assert parse_page({"after": cursor, "limit": "20"}, order) == Page(7, 20, position)
 
 
 def test_a_cursor_is_refused_by_another_list_and_when_tampered_with() -> None:
@@ -113,16 +147,16 @@ def test_cut_page_keeps_limit_rows_and_points_the_cursor_at_the_last() -> None:
 
 
 def test_import_logs_filter_without_filters_is_empty() -> None:
-    assert queries.import_logs_filter({}) == {}
+    assert import_logs_filter({}) == {}
 
 
 def test_import_logs_filter_with_every_filter() -> None:
-    conditions = queries.import_logs_filter({"status": "running,pending", "source": "https://a/feed",
+    conditions = import_logs_filter({"status": "running,pending", "source": "https://a/feed",
                                              "since": "2025-01-06T10:00:00Z"})
     since = datetime(2025, 1, 6, 10, tzinfo=UTC)
     assert conditions == {"status": {"$in": ["running", "pending"]}, "sourceUrl": "https://a/feed",
                           "requestedAt": {"$gte": since}}
-    assert queries.import_logs_filter({"status": "failed"}) == {"status": "failed"}
+    assert import_logs_filter({"status": "failed"}) == {"status": "failed"}
 
 
 @pytest.mark.parametrize(("raw", "expected"), [
@@ -138,20 +172,20 @@ def test_since_accepts_iso_dates_and_times(raw: str, expected: datetime) -> None
 @pytest.mark.parametrize("query", [{"status": "done"}, {"status": "running,nope"}, {"status": ","},
                                    {"since": "yesterday"}, {"since": "2025-13-01"}, {"source": "x" * 2001}])
 def test_import_logs_filter_rejects_bad_filters(query: dict[str, str]) -> None:
-    assert status_of(queries.import_logs_filter, query) == 400
+    assert status_of(import_logs_filter, query) == 400
 
 
 def test_jobs_filter_of_plain_lists_and_blank_text() -> None:
-    assert queries.jobs_filter({}) == {}
-    assert queries.jobs_filter({"source": "https://a/f", "q": "  "}) == {"sourceUrl": "https://a/f"}
+    assert jobs_filter({}) == {}
+    assert jobs_filter({"source": "https://a/f", "q": "  "}) == {"sourceUrl": "https://a/f"}
 
 
 def test_jobs_query_casefolds_and_escapes_user_text() -> None:
     """job_search holds casefolded text: a plain case-sensitive regex of the escaped, casefolded literal, no options."""
-    conditions = queries.jobs_filter({"q": "C++ (Senior) STRASSE", "company": " Acme.io ", "source": "https://a/f"})
+    conditions = jobs_filter({"q": "C++ (Senior) STRASSE", "company": " Acme.io ", "source": "https://a/f"})
     assert conditions == {"sourceUrl": "https://a/f", "company": "acme.io",
                             "text": {"$regex": r"c\+\+\ \(senior\)\ strasse"}}
-    assert queries.jobs_filter({"company": "Straße"}) == {"company": "strasse"}
+    assert jobs_filter({"company": "Straße"}) == {"company": "strasse"}
 
 
 @pytest.mark.parametrize("text", ["c++ (senior)", "node.js/react @ acme, inc.", '50% remote: "yes"', "müller straße",
@@ -178,23 +212,23 @@ def test_literal_regex_matches_exactly_the_text(text: str) -> None:
     ({"url": " https://example.com/feed ", "name": "Ex", "enabled": False}, FeedEntry("https://example.com/feed", "Ex", False)),
 ])
 def test_new_feed_accepts_url_name_enabled(body: Any, expected: FeedEntry) -> None:
-    assert queries.new_feed(body) == expected
+    assert new_feed(body) == expected
 
 
 @pytest.mark.parametrize("body", [None, [], "https://x/y", {}, {"url": "ftp://x/y"}, {"url": "https://x", "enabled": "yes"},
                                   {"url": "https://x", "name": 3}, {"url": "https://x", "color": "red"}])
 def test_new_feed_rejects_bad_bodies(body: Any) -> None:
-    assert status_of(queries.new_feed, body) == 400
+    assert status_of(new_feed, body) == 400
 
 
 def test_feed_changes() -> None:
-    assert queries.feed_changes({"enabled": False}) == {"enabled": False}
-    assert queries.feed_changes({"enabled": True, "name": " New "}) == {"enabled": True, "name": "New"}
+    assert feed_changes({"enabled": False}) == {"enabled": False}
+    assert feed_changes({"enabled": True, "name": " New "}) == {"enabled": True, "name": "New"}
 
 
 @pytest.mark.parametrize("body", [None, {}, {"enabled": "false"}, {"enabled": 0}, {"name": ""}, {"url": "https://x"}, [True]])
 def test_feed_changes_rejects_bad_bodies(body: Any) -> None:
-    assert status_of(queries.feed_changes, body) == 400
+    assert status_of(feed_changes, body) == 400
 
 
 @pytest.mark.parametrize(("body", "expected"), [
@@ -204,25 +238,25 @@ def test_feed_changes_rejects_bad_bodies(body: Any) -> None:
     ({"feeds": ["https://a/x", "https://b/y", "https://a/x"]}, ["https://a/x", "https://b/y"]),
 ])
 def test_requested_urls(body: Any, expected: list[str] | None) -> None:
-    assert queries.requested_urls(body) == expected
+    assert requested_urls(body) == expected
 
 
 @pytest.mark.parametrize("body", [{"feeds": []}, {"feeds": "https://a/x"}, {"feeds": ["mailto:x@y"]}, {"feeds": [1]},
                                   {"feed": ["https://a/x"]}, ["https://a/x"], "go"])
 def test_requested_urls_rejects_bad_bodies(body: Any) -> None:
-    assert status_of(queries.requested_urls, body) == 400
+    assert status_of(requested_urls, body) == 400
 
 
 def test_requested_urls_takes_at_most_100_and_dedupes_in_one_pass() -> None:
     hundred = [f"https://h{n}.example/feed" for n in range(100)]
-    assert queries.requested_urls({"feeds": hundred}) == hundred
-    error = pytest.raises(ApiError, queries.requested_urls, {"feeds": [*hundred, "https://h100.example/feed"]}).value
+    assert requested_urls({"feeds": hundred}) == hundred
+    error = pytest.raises(ApiError, requested_urls, {"feeds": [*hundred, "https://h100.example/feed"]}).value
     assert error.status == 400 and "at most 100" in error.message
 
 
 def test_requested_urls_counts_duplicates_against_the_cap() -> None:
     """The cap is on what the client sent, before deduplication: 101 copies of one URL are still 101 URLs."""
-    assert status_of(queries.requested_urls, {"feeds": ["https://a.example/x"] * 101}) == 400
+    assert status_of(requested_urls, {"feeds": ["https://a.example/x"] * 101}) == 400
 
 
 def test_dedupe_of_a_full_body_is_linear() -> None:
@@ -230,7 +264,7 @@ def test_dedupe_of_a_full_body_is_linear() -> None:
     body = {"feeds": [f"https://h{n}.example/{'x' * 500}" for n in range(100)]}
     started = time.perf_counter()
     for _ in range(100):
-        queries.requested_urls(body)
+        requested_urls(body)
     assert time.perf_counter() - started < 1.0
 
 
@@ -260,8 +294,8 @@ def test_plan_runs_skips_busy_feeds_and_names_known_ones_from_the_registry() -> 
 def test_urls_with_control_characters_or_no_valid_host_are_refused(url: str) -> None:
     with pytest.raises(RegistryError):
         validate_url(url)
-    assert status_of(queries.requested_urls, {"feeds": [url]}) == 400
-    assert status_of(queries.new_feed, {"url": url}) == 400
+    assert status_of(requested_urls, {"feeds": [url]}) == 400
+    assert status_of(new_feed, {"url": url}) == 400
 
 
 def test_a_url_with_surrounding_whitespace_is_trimmed_not_refused() -> None:
@@ -270,9 +304,9 @@ def test_a_url_with_surrounding_whitespace_is_trimmed_not_refused() -> None:
 
 @pytest.mark.parametrize("name", ["two\nlines", "tab\there", "\u202eevil", "x" * 201, "   "])
 def test_feed_names_are_one_line(name: str) -> None:
-    assert status_of(queries.feed_changes, {"name": name}) == 400
+    assert status_of(feed_changes, {"name": name}) == 400
     if name.strip():
-        assert status_of(queries.new_feed, {"url": "https://example.com/x", "name": name}) == 400
+        assert status_of(new_feed, {"url": "https://example.com/x", "name": name}) == 400
 
 
 @pytest.mark.parametrize("raw", ["", "xyz", "0123456789abcdef0123456", "0123456789abcdef012345678", "g123456789abcdef01234567"])

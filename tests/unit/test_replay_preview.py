@@ -8,8 +8,9 @@ from typing import Any
 import orjson
 import pytest
 
+from api.models import PreviewRequest, ReplayRequest, validated
 from api.preview import PreviewCollector
-from api.queries import ApiError, preview_request, replay_request
+from api.queries import ApiError
 from models.feedstream import FeedSummary
 from models.replay import missing_payload_reason, replayed_run
 
@@ -39,8 +40,16 @@ def test_a_replay_of_a_replay_parses_the_payload_it_replayed() -> None:
     assert replayed_run(run(runId="r2", meta={"replayOf": "r1"})) == "r1"
 
 
+def replay_request(body: Any) -> ReplayRequest:
+    return validated(ReplayRequest, body)
+
+
+def preview_request(body: Any) -> PreviewRequest:
+    return validated(PreviewRequest, body)
+
+
 def test_replay_and_preview_bodies_are_checked() -> None:
-    assert replay_request({"runId": " r1 "}).run_id == "r1"
+    assert replay_request({"runId": " r1 "}).runId == "r1"
     assert replay_request({"feed": "https://x.example/feed"}).feed == "https://x.example/feed"
     for bad in (None, [], {}, {"runId": "r1", "feed": "https://x.example/f"}, {"runId": ""}, {"runId": "a\nb"},
                 {"feed": "x"}, {"other": 1}):
