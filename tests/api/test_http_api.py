@@ -19,6 +19,7 @@ from tests.api.support import (
     BASE_TIME,
     ApiHarness,
     commands_watch,
+    eventually,
     fast_options,
     insert_jobs,
     job_doc,
@@ -42,9 +43,20 @@ def new_url(name: str = "feed") -> str:
 
 
 async def own_topics(make_api: MakeApi) -> ApiHarness:
-    """An API on topics and a consumer group of its own: the shared topics hold run requests of other tests."""
+    """An API on topics and a consumer group of its own: the shared topics hold run requests of other tests.
+
+    Returned once the broker can name the group's coordinator: a fresh broker creates ``__consumer_offsets``
+    at the first group question, and until then the workers part is ``unknown: ...``.
+    """
     unique = uuid.uuid4().hex[:10]
-    return await make_api(TOPIC_PREFIX=f"h{unique}.", APP_ID=f"h{unique}")
+    api = await make_api(TOPIC_PREFIX=f"h{unique}.", APP_ID=f"h{unique}")
+
+    async def known() -> bool:
+        response = await api.client.get("/health")
+        return not (await response.json())["workers"].startswith("unknown")
+
+    await eventually(known, 60, "the consumer group's coordinator")
+    return api
 
 
 async def test_health_is_ok_when_kafka_and_mongo_answer(make_api: MakeApi) -> None:
