@@ -43,7 +43,7 @@ from models.feed import JobPosting, dedupe_key, parse_feed  # noqa: E402
 from models.postings import change_event, job_insert, posting_json  # noqa: E402
 from models.registry import FeedEntry  # noqa: E402
 from streams.cli import import_feeds  # noqa: E402
-from streams.settings import PARSE_MEMORY_HEADROOM_MB  # noqa: E402
+from streams.settings import parse_memory_needed_mb  # noqa: E402
 from streams.store import Store  # noqa: E402
 from tests.support import (  # noqa: E402
     WORKER_READY,
@@ -318,8 +318,8 @@ async def main() -> None:
                        LOG_LEVEL="INFO", REPAIR_AFTER_SECONDS="60")
     bodies = [FEED_BUILDERS[args.format](feed_items(f, args.items)) for f in range(args.feeds)]
     env["MAX_FEED_BYTES"] = str(max(50 * 1024 * 1024, 2 * max(map(len, bodies))))  # a 1M-posting feed is ~0.5 GB
-    # A parse process holds its feed, then parses it (streams.settings.PARSE_MEMORY_HEADROOM_MB): the limit follows the feeds.
-    env["PARSE_MAX_MEMORY_MB"] = str(max(512, int(env["MAX_FEED_BYTES"]) // 2**20 + PARSE_MEMORY_HEADROOM_MB))
+    # A parse process holds its feed, then parses it (streams.settings.parse_memory_needed_mb): the limit follows the feeds.
+    env["PARSE_MAX_MEMORY_MB"] = str(max(512, parse_memory_needed_mb(int(env["MAX_FEED_BYTES"]))))
     env["PARSE_TIMEOUT_SECONDS"] = "900"  # the parse of 1M postings takes 90 s on a quiet machine, more beside other work
     server = FeedServer()
     await server.start()

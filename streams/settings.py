@@ -18,13 +18,19 @@ MIN_MESSAGE_BYTES = 64 * 1024
 TRUE_WORDS = ("1", "true", "yes", "on")
 FALSE_WORDS = ("0", "false", "no", "off")
 MIB = 1024 * 1024
-PARSE_MEMORY_HEADROOM_MB = 128
 AT_LEAST_ONE = ("kafka_replication_factor", "kafka_min_insync_replicas")  # 0 in the dataclass means "resolve at start"
 MAX_BROKERS = 9
+PARSE_MEMORY_HEADROOM_MB = 128
 """What a parse process needs beside its feed (it holds the payload once): measured, 32 MiB before the
 first feed and about 35 MiB over the payload for a 144 MiB feed of ordinary postings; an item at the
 item reader's bounds (``models.feed.MAX_ITEM_NODES``, ``MAX_ITEM_TEXT_CHARS``) adds up to about 40 MB.
 PARSE_MAX_MEMORY_MB below MAX_FEED_BYTES plus this would fail feeds the fetch accepted."""
+
+
+def parse_memory_needed_mb(max_feed_bytes: int) -> int:
+    """The least PARSE_MAX_MEMORY_MB that ``max_feed_bytes`` allows: the feed in whole MiB, rounded up, plus the headroom."""
+    return -(-max_feed_bytes // MIB) + PARSE_MEMORY_HEADROOM_MB
+
 
 
 class SettingsError(ValueError):
@@ -210,7 +216,7 @@ class Settings:
         if self.api_reads_require_token and not self.api_token:
             found.append("API_READS_REQUIRE_TOKEN is on but API_TOKEN is not set: there is no token to require")
         found.extend(problem for entry in self.allowed_hosts if (problem := allowed_host_problem(entry)))
-        needed = -(-self.max_feed_bytes // MIB) + PARSE_MEMORY_HEADROOM_MB
+        needed = parse_memory_needed_mb(self.max_feed_bytes)
         if self.parse_max_memory_mb < needed:
             found.append(f"PARSE_MAX_MEMORY_MB must be at least MAX_FEED_BYTES in MiB + {PARSE_MEMORY_HEADROOM_MB} "
                          f"(a parse process holds the feed, then parses it), that is {needed}, got {self.parse_max_memory_mb}")
