@@ -42,19 +42,24 @@ def ephemeral_low() -> int:
         return 32768
 
 
-def free_port_pair() -> int:
-    """A free port whose successor is free too (2 workers take WORKER_METRICS_PORT and the next).
+def free_ports(count: int) -> int:
+    """The first of ``count`` consecutive free ports (2 workers take WORKER_METRICS_PORT and the next; a Kafka
+    node its port and its controller's).
 
     Below the ephemeral range: a port picked there (as ``free_port`` does) can be taken as the source
     port of some client connection before the service binds it (Kafka's and the workers' clients make
     many), which failed a worker's start with "Address already in use".
     """
     rng = random.Random()  # noqa: S311 - a port number, not a secret
-    for _ in range(200):
-        port = rng.randrange(20000, ephemeral_low() - 2)
-        if all(bindable(candidate) for candidate in (port, port + 1)):
+    for _ in range(500):
+        port = rng.randrange(20000, ephemeral_low() - count)
+        if all(bindable(candidate) for candidate in range(port, port + count)):
             return port
-    raise RuntimeError("no free pair of ports below the ephemeral range")
+    raise RuntimeError(f"no {count} consecutive free ports below the ephemeral range")
+
+
+def free_port_pair() -> int:
+    return free_ports(2)
 
 
 def bindable(port: int) -> bool:
@@ -68,16 +73,17 @@ def bindable(port: int) -> bool:
 
 @dataclass
 class UserStack:
-    """``make`` in the repository with an environment of its own: state folder, ports, 2 workers."""
+    """``make`` in the repository with an environment of its own: state folder, ports, workers."""
 
     env: dict[str, str]
     state: Path
+    make_seconds: float = MAKE_SECONDS
 
-    def make(self, target: str, timeout: float = MAKE_SECONDS) -> subprocess.CompletedProcess[str]:
+    def make(self, target: str, timeout: float | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(["make", "-s", target], cwd=ROOT, env=self.env, capture_output=True, text=True,  # noqa: S607
-                              timeout=timeout, check=False)
+                              timeout=timeout or self.make_seconds, check=False)
 
-    def pids(self, prefix: str) -> dict[str, int]:
+    def pids(self, prefix: str = "") -> dict[str, int]:
         return {path.stem: int(path.read_text()) for path in sorted(self.state.glob(f"{prefix}*.pid"))}
 
     @property
@@ -85,13 +91,14 @@ class UserStack:
         return f"http://127.0.0.1:{self.env['API_PORT']}"
 
 
-@pytest.fixture
-def user_stack(tmp_path: Path) -> Iterator[UserStack]:
+def user_env(tmp_path: Path, kafka_ports: int = 2, **overrides: str) -> dict[str, str]:
+    """A user's environment for ``make`` on ports and a state folder of its own (``kafka_ports`` consecutive
+    ports for the Kafka nodes: node i takes JOBSTREAM_KAFKA_PORT + 2(i-1), its controller the next)."""
     env = {k: v for k, v in os.environ.items() if k not in {"KAFKA_BOOTSTRAP_SERVERS", "MONGO_URL", "MONGO_DB",
                                                             "TOPIC_PREFIX", "APP_ID", "DATA_DIR"}}
     feeds_file = tmp_path / "feeds.yaml"
     feeds_file.write_text("feeds: []\n")  # the repository's feeds.yaml lists public feeds: none here
-    kafka_port = free_port_pair()
+    kafka_port = free_ports(kafka_ports)
     env.update({
         "JOBSTREAM_STATE": str(tmp_path / "state"),
         "JOBSTREAM_KAFKA_PORT": str(kafka_port),
@@ -105,15 +112,27 @@ def user_stack(tmp_path: Path) -> Iterator[UserStack]:
         "FETCH_ALLOW_NETWORKS": "127.0.0.0/8",
         "FETCH_ALLOW_PORTS": "80,443,1024-65535",
         "TOPIC_PARTITIONS": "4",
+        **overrides,
     })
-    stack = UserStack(env, tmp_path / "state")
+    return env
+
+
+def stopped_cleanly(stack: UserStack) -> None:
+    """``make stop`` succeeds and leaves no process of ours behind (each PID file's process is gone)."""
+    started = stack.pids()
+    stopped = stack.make("stop", timeout=180)
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    for name, pid in started.items():
+        assert not alive(pid), f"{name} (pid {pid}) still running after make stop"
+
+
+@pytest.fixture
+def user_stack(tmp_path: Path) -> Iterator[UserStack]:
+    stack = UserStack(user_env(tmp_path), tmp_path / "state")
     try:
         yield stack
     finally:
-        stopped = stack.make("stop", timeout=180)
-        assert stopped.returncode == 0, stopped.stdout + stopped.stderr
-        for name, pid in stack.pids("").items():  # `make stop` leaves no process of ours behind
-            assert not alive(pid), f"{name} (pid {pid}) still running after make stop"
+        stopped_cleanly(stack)
 
 
 def alive(pid: int) -> bool:

@@ -10,9 +10,6 @@ already existed with 1 replica is reported by name; and that ``make stop`` leave
 from __future__ import annotations
 
 import asyncio
-import os
-import random
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,8 +23,8 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from streams.replication import fewest_replicas
 from streams.settings import Settings
 from streams.topics import ensure_topics, wanted_topics
-from tests.e2e.test_make_run import alive, bindable, ephemeral_low, final_run, request
-from tests.support import ROOT, FeedServer, rss
+from tests.e2e.test_make_run import UserStack, alive, final_run, request, stopped_cleanly, user_env
+from tests.support import FeedServer, rss
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(480)]
 
@@ -37,69 +34,24 @@ MAKE_SECONDS = 300  # three JVMs starting on 2 busy cores, then a worker joining
 TOPIC_CONFIG = 1  # DescribeConfigs' config source DYNAMIC_TOPIC_CONFIG: set on the topic itself
 
 
-def free_ports(count: int) -> int:
-    """The first of ``count`` consecutive free ports below the ephemeral range (see test_make_run.free_port_pair)."""
-    rng = random.Random()  # noqa: S311 - a port number, not a secret
-    for _ in range(500):
-        port = rng.randrange(20000, ephemeral_low() - count)
-        if all(bindable(candidate) for candidate in range(port, port + count)):
-            return port
-    raise RuntimeError(f"no {count} consecutive free ports below the ephemeral range")
-
-
 @dataclass
-class ClusterStack:
-    env: dict[str, str]
-    state: Path
-
-    def make(self, target: str, timeout: float = MAKE_SECONDS) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["make", "-s", target], cwd=ROOT, env=self.env, capture_output=True, text=True,  # noqa: S607
-                              timeout=timeout, check=False)
-
-    def pids(self, prefix: str = "") -> dict[str, int]:
-        return {path.stem: int(path.read_text()) for path in sorted(self.state.glob(f"{prefix}*.pid"))}
+class ClusterStack(UserStack):
+    make_seconds: float = MAKE_SECONDS
 
     @property
     def bootstrap(self) -> str:
         port = int(self.env["JOBSTREAM_KAFKA_PORT"])
         return ",".join(f"127.0.0.1:{port + 2 * i}" for i in range(BROKERS))
 
-    @property
-    def api(self) -> str:
-        return f"http://127.0.0.1:{self.env['API_PORT']}"
-
 
 @pytest.fixture
 def cluster_stack(tmp_path: Path) -> Iterator[ClusterStack]:
-    env = {k: v for k, v in os.environ.items() if k not in {"KAFKA_BOOTSTRAP_SERVERS", "MONGO_URL", "MONGO_DB",
-                                                            "TOPIC_PREFIX", "APP_ID", "DATA_DIR"}}
-    feeds_file = tmp_path / "feeds.yaml"
-    feeds_file.write_text("feeds: []\n")
-    kafka_port = free_ports(2 * BROKERS)  # node i: kafka_port + 2(i-1), its controller the next port
-    env.update({
-        "BROKERS": str(BROKERS),
-        "WORKERS": "1",
-        "JOBSTREAM_STATE": str(tmp_path / "state"),
-        "JOBSTREAM_KAFKA_PORT": str(kafka_port),
-        "JOBSTREAM_KAFKA_CONTROLLER_PORT": str(kafka_port + 1),
-        "JOBSTREAM_MONGO_PORT": str(free_ports(1)),
-        "API_PORT": str(free_ports(1)),
-        "WORKER_METRICS_PORT": str(free_ports(1)),
-        "FEEDS_FILE": str(feeds_file),
-        "IMPORT_ON_START": "false",
-        "FETCH_ALLOW_NETWORKS": "127.0.0.0/8",
-        "FETCH_ALLOW_PORTS": "80,443,1024-65535",
-        "TOPIC_PARTITIONS": "4",
-    })
+    env = user_env(tmp_path, kafka_ports=2 * BROKERS, BROKERS=str(BROKERS), WORKERS="1")
     stack = ClusterStack(env, tmp_path / "state")
     try:
         yield stack
     finally:
-        started = stack.pids()
-        stopped = stack.make("stop", timeout=180)
-        assert stopped.returncode == 0, stopped.stdout + stopped.stderr
-        for name, pid in started.items():  # `make stop` leaves no process of ours behind
-            assert not alive(pid), f"{name} (pid {pid}) still running after make stop"
+        stopped_cleanly(stack)
 
 
 async def describe(bootstrap: str) -> dict[str, tuple[int, int | None, int | None]]:
