@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 from xml.sax.saxutils import quoteattr
 
@@ -17,6 +17,11 @@ _ENTITY_REF_RE = re.compile(r"&(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[A-Za-z][A-Z
 _MARKUP_CHARS = frozenset("<>&\"'")
 
 
+def _first(values: list[Any], read: Callable[[Any], str]) -> str:
+    """The first non-empty reading of a repeated element's values (xmltodict makes a list of them)."""
+    return next((text for value in values if (text := read(value))), "")
+
+
 def _text(value: Any) -> str:
     """Text of an xmltodict value: str, ``{'#text': ...}``, or the first non-empty of a list."""
     if isinstance(value, str):
@@ -27,10 +32,7 @@ def _text(value: Any) -> str:
         t = value.get("#text")
         return t if isinstance(t, str) else ""
     if isinstance(value, list):
-        for v in value:
-            t = _text(v)
-            if t:
-                return t
+        return _first(value, _text)
     return ""
 
 
@@ -70,11 +72,7 @@ def _markup(value: Any) -> str:
     into live markup. Inline XHTML children (Atom ``type="xhtml"``) are re-serialised.
     """
     if isinstance(value, list):
-        for v in value:
-            s = _markup(v)
-            if s:
-                return s
-        return ""
+        return _first(value, _markup)
     if isinstance(value, dict):
         children = {k: v for k, v in value.items() if k[0] not in "@#"}
         if children:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from models.feed.dates import parse_date
-from models.feed.fields import MAX_LINE_CHARS, _bounded, _categories, _line, _markup, _text, _TooLarge
+from models.feed.fields import MAX_LINE_CHARS, _bounded, _categories, _first, _line, _markup, _text, _TooLarge
 from models.feed.reader import _Oversized
 from models.feed.records import ItemFailure, JobPosting, clip
 
@@ -34,10 +34,7 @@ def _rss_link(value: Any) -> str:
         raw = value.get("#text") or value.get("@href")
         return raw.strip() if isinstance(raw, str) else ""
     if isinstance(value, list):
-        for v in value:
-            s = _rss_link(v)
-            if s:
-                return s
+        return _first(value, _rss_link)
     return ""
 
 
